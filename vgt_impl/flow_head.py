@@ -1,0 +1,107 @@
+"""The flow-matching head network: an AdaLN residual MLP that predicts a velocity for one latent token.
+
+Only the network lives here (``forward(x, t, c)``); integrators and guidance are in ``sampling.py``. The layer names
+match the official ``image_head.net.*`` keys (the head follows the NextStep-1 / VGT design).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift
+
+
+def timestep_features(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal features of raw t in [0, 1]: [N] -> [N, dim] as [cos, sin], computed in fp32."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]  # [N, half]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
+    return emb
+
+
+class TimestepEmbedder(nn.Module):
+    def __init__(self, dim: int, frequency_embedding_size: int = 256):
+        super().__init__()
+        self.frequency_embedding_size = frequency_embedding_size
+        self.mlp = nn.Sequential(nn.Linear(frequency_embedding_size, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        feats = timestep_features(t, self.frequency_embedding_size)  # [N, F] fp32
+        return self.mlp(feats.to(self.mlp[0].weight.dtype))  # [N, dim]
+
+
+class AdaLNBlock(nn.Module):
+    """LayerNorm -> shift/scale from y -> MLP -> gated residual."""
+
+    def __init__(self, dim: int, mlp_ratio: float = 1.0):
+        super().__init__()
+        hidden = int(dim * mlp_ratio)
+        self.in_ln = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.SiLU(), nn.Linear(hidden, dim))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 3 * dim))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        shift, scale, gate = self.adaLN_modulation(y).chunk(3, dim=-1)  # [N, dim] each
+        return x + gate * self.mlp(modulate(self.in_ln(x), shift, scale))
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, dim: int, out_dim: int):
+        super().__init__()
+        self.norm_final = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(dim, out_dim)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN_modulation(y).chunk(2, dim=-1)
+        return self.linear(modulate(self.norm_final(x), shift, scale))
+
+
+class FlowHead(nn.Module):
+    """Velocity network v(x, t, c) for one 32-d token, conditioned on the LLM's (projected) hidden state c."""
+
+    def __init__(self, input_dim: int = 32, cond_dim: int = 2048, dim: int = 1536, layers: int = 12,
+                 mlp_ratio: float = 1.0):
+        super().__init__()
+        self.input_dim = input_dim
+        self.time_embed = TimestepEmbedder(dim)
+        self.cond_embed = nn.Linear(cond_dim, dim)
+        self.input_proj = nn.Linear(input_dim, dim)
+        self.res_blocks = nn.ModuleList(AdaLNBlock(dim, mlp_ratio) for _ in range(layers))
+        self.final_layer = FinalLayer(dim, input_dim)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.input_proj.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.input_proj.weight.device
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """x [N, C], t [N] in [0, 1], c [N, cond_dim] -> velocity [N, C]."""
+        return self.forward_embedded(x, self.time_embed(t), self.embed_condition(c))
+
+    def embed_condition(self, c: torch.Tensor) -> torch.Tensor:
+        """The part that depends only on c: computed once per token group, not once per flow step."""
+        return self.cond_embed(c.to(self.dtype))  # [N, dim]
+
+    def embed_time(self, t: torch.Tensor) -> torch.Tensor:
+        """Time embeddings [N, dim]; for a fixed time grid they can be computed once per generation."""
+        return self.time_embed(t)
+
+    def forward_embedded(self, x: torch.Tensor, t_emb: torch.Tensor, c_emb: torch.Tensor) -> torch.Tensor:
+        """Velocity from precomputed embeddings; t_emb broadcasts ([1, dim] or [N, dim])."""
+        h = self.input_proj(x.to(self.dtype))  # [N, dim]
+        y = t_emb + c_emb  # [N, dim]
+        for block in self.res_blocks:
+            h = block(h, y)
+        return self.final_layer(h, y)  # [N, C]

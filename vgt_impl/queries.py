@@ -1,0 +1,41 @@
+"""The learnable 2-D query grid and position grid of VGT-AR, centre-cropped to the target latent size."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .config import LATENT_STRIDE
+
+
+class QueryGrid(nn.Module):
+    """Learnable queries + positions on a max grid (64x64 = 1792 px), centre-cropped to (h, w)."""
+
+    def __init__(self, dim: int, max_size: tuple[int, int] = (64, 64)):
+        super().__init__()
+        mh, mw = max_size
+        self.query_grid = nn.Parameter(torch.randn(1, dim, mh, mw) / math.sqrt(dim))  # official max_metaquery
+        self.pos_grid = nn.Parameter(torch.randn(1, dim, mh, mw) * 0.02)  # official pos_encoding.grid_embed
+
+    @property
+    def max_size(self) -> tuple[int, int]:
+        return tuple(self.query_grid.shape[-2:])
+
+    def crop(self, grid: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """[1, D, Hmax, Wmax] -> [1, h*w, D], centre crop, raster order."""
+        mh, mw = self.max_size
+        top, left = (mh - h) // 2, (mw - w) // 2
+        return grid[:, :, top : top + h, left : left + w].flatten(2).transpose(1, 2)
+
+    def forward(self, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (queries = query + pos, pos), each [1, h*w, D]."""
+        mh, mw = self.max_size
+        if not (1 <= h <= mh and 1 <= w <= mw):
+            raise ValueError(
+                f"latent size {h}x{w} ({h * LATENT_STRIDE}x{w * LATENT_STRIDE} px) is outside the query grid: "
+                f"at most {mh}x{mw} tokens ({mh * LATENT_STRIDE}x{mw * LATENT_STRIDE} px)"
+            )
+        pos = self.crop(self.pos_grid, h, w)
+        return self.crop(self.query_grid, h, w) + pos, pos

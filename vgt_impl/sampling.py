@@ -1,0 +1,82 @@
+"""Flow-matching samplers for the head, separate from the network: time grid, SDE / ODE, CFG and its schedules.
+
+The SDE follows the VGT / NextStep-1 reference sampler: Euler-Maruyama over ``linspace(0, 1 - last_step_size)`` with the
+score derived from the velocity, then one deterministic step of ``last_step_size``. All sampler math runs in fp32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+NoiseFn = Callable[[tuple[int, ...], torch.dtype, torch.device], torch.Tensor]
+CFG_SCHEDULES = ("linear", "constant")
+METHODS = ("sde", "ode")
+
+
+def time_grid(num_steps: int, last_step_size: float = 0.04) -> torch.Tensor:
+    """The reference grid: ``num_steps`` times from 0 to 1 - last_step_size (fp32, CPU)."""
+    if num_steps < 1:
+        raise ValueError(f"num_steps={num_steps} must be >= 1")
+    return torch.linspace(0.0, 1.0 - last_step_size, num_steps)
+
+
+def cfg_for_group(schedule: str, cfg_scale: float, group_index: int, num_groups: int) -> float:
+    """Guidance of a token group: ``constant``; ``linear`` = full scale on group 0, then 1 + (s-1)(G-k)/G."""
+    if schedule == "constant" or group_index == 0:
+        if schedule not in CFG_SCHEDULES:
+            raise ValueError(f"cfg_schedule={schedule!r}: expected one of {CFG_SCHEDULES}")
+        return float(cfg_scale)
+    if schedule == "linear":
+        return 1.0 + (cfg_scale - 1.0) * (num_groups - group_index) / num_groups
+    raise ValueError(f"cfg_schedule={schedule!r}: expected one of {CFG_SCHEDULES}")
+
+
+def draw_noise(shape: tuple[int, ...], device: torch.device, noise_fn: NoiseFn | None,
+               generator: torch.Generator | None) -> torch.Tensor:
+    """Noise from ``noise_fn`` (replay) or drawn on the CPU in fp32 (so a seed means the same image on any device)."""
+    if noise_fn is not None:
+        return noise_fn(shape, torch.float32, device).to(device=device, dtype=torch.float32)
+    cpu = torch.device("cpu")  # CPU draws keep seeds device-independent
+    return torch.randn(shape, generator=generator, dtype=torch.float32, device=cpu).to(device, non_blocking=True)
+
+
+def _velocity(head, x: torch.Tensor, t_emb: torch.Tensor, c_emb: torch.Tensor, cfg: float, guided: bool):
+    """Guided velocity in fp32: x [N, C] -> v [N, C] (cond rows first in c_emb when guided)."""
+    xin = torch.cat([x, x], dim=0) if guided else x
+    v = head.forward_embedded(xin, t_emb, c_emb).float()
+    if not guided:
+        return v
+    v_c, v_u = v.chunk(2, dim=0)
+    return v_u + cfg * (v_c - v_u)
+
+
+@torch.no_grad()
+def sample_tokens(
+    head, c: torch.Tensor, *, cfg_scale: float, num_steps: int, method: str = "sde", last_step_size: float = 0.04,
+    noise_fn: NoiseFn | None = None, generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Sample tokens [N, C] for conditions c ([2N, D] with cond rows first when cfg_scale > 1, else [N, D])."""
+    if method not in METHODS:
+        raise ValueError(f"sampler method {method!r}: expected one of {METHODS}")
+    guided = cfg_scale > 1.0
+    n = c.shape[0] // 2 if guided else c.shape[0]
+    device = c.device
+    ts = time_grid(num_steps, last_step_size)
+    t_embs = head.embed_time(ts.to(device=device)).unsqueeze(1)  # [S, 1, dim]: once per group, no data dependence
+    c_emb = head.embed_condition(c)  # [2N|N, dim]: once per group
+    x = draw_noise((n, head.input_dim), device, noise_fn, generator)  # [N, C]
+    tl = ts.tolist()
+    for i in range(num_steps - 1):
+        t, dt = tl[i], tl[i + 1] - tl[i]
+        v = _velocity(head, x, t_embs[i], c_emb, cfg_scale, guided)
+        if method == "ode":
+            x = x + v * dt
+            continue
+        score = (t * v - x) / (1.0 - t)  # score of x_t = t*x1 + (1-t)*x0 from the velocity
+        drift = v + (1.0 - t) * score
+        w = draw_noise((n, head.input_dim), device, noise_fn, generator)
+        x = x + drift * dt + (2.0 * (1.0 - t)) ** 0.5 * w * dt**0.5
+    v = _velocity(head, x, t_embs[-1], c_emb, cfg_scale, guided)
+    return x + v * last_step_size  # final deterministic step
