@@ -1,0 +1,195 @@
+"""InternVL3 adapter: InternViT + pixel shuffle + projector (mlp1) for VGT-AE, the Qwen2 LLM for VGT-AR.
+
+Uses transformers' native InternVL classes (no remote code); the remote-code weight names of the official checkpoints
+(``vision_model.*`` / ``encoder.*``, ``mlp1.*``, fused ``attn.qkv``) are mapped onto them here.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .common import BaseConfig, read_config_json, set_attn
+
+FAMILY = "internvl3"
+# The InternVL VGT-AE was trained in bf16 with its ImageNet mean/std buffers rounded to bf16; the released weights
+# expect exactly these values.
+PIXEL_MEAN = (0.484375, 0.455078125, 0.40625)
+PIXEL_STD = (0.228515625, 0.2236328125, 0.224609375)
+
+
+def _vision_from_remote(vc: dict[str, Any], image_size: int):
+    from transformers import InternVLVisionConfig
+
+    return InternVLVisionConfig(
+        hidden_size=vc["hidden_size"], num_hidden_layers=vc["num_hidden_layers"],
+        num_attention_heads=vc["num_attention_heads"], intermediate_size=vc["intermediate_size"],
+        hidden_act=vc.get("hidden_act", "gelu"), layer_norm_eps=vc.get("layer_norm_eps", 1e-6),
+        image_size=[image_size, image_size], patch_size=[vc["patch_size"], vc["patch_size"]],
+        num_channels=vc.get("num_channels", 3), attention_bias=vc.get("qkv_bias", True),
+        use_qk_norm=vc.get("qk_normalization", False), norm_type=vc.get("norm_type", "layer_norm"),
+        use_mean_pooling=True, use_absolute_position_embeddings=True,
+        attention_dropout=0.0, projection_dropout=0.0, hidden_dropout_prob=0.0,
+    )
+
+
+def load_base_config(base_dir: str | Path) -> BaseConfig:
+    """Remote-code ``InternVLChatConfig`` folders (OpenGVLab/InternVL3-*) and native ``-hf`` folders."""
+    from transformers import InternVLConfig, Qwen2Config
+
+    raw = read_config_json(base_dir)
+    kind = raw.get("model_type")
+    if kind == "internvl_chat":
+        llm = {k: v for k, v in raw["llm_config"].items() if k not in ("architectures", "auto_map")}
+        text = Qwen2Config(**llm)
+        image_size = raw.get("force_image_size") or raw["vision_config"]["image_size"]
+        vision = _vision_from_remote(raw["vision_config"], int(image_size))
+        ratio = float(raw.get("downsample_ratio", 0.5))
+    elif kind == "internvl":
+        cfg = InternVLConfig.from_dict(raw)
+        text, vision, ratio = cfg.text_config, cfg.vision_config, float(cfg.downsample_ratio)
+    else:
+        raise ValueError(f"{base_dir} is a {kind!r} model, not InternVL3 (internvl_chat or internvl)")
+    return BaseConfig(FAMILY, vision, text, extra={"downsample_ratio": ratio, "llm_hidden_size": text.hidden_size})
+
+
+class InternVLEncoder(nn.Module):
+    """InternViT + pixel shuffle + projector; names follow transformers' InternVLModel (vision_tower, projector)."""
+
+    def __init__(self, vision_config: Any, text_hidden: int, downsample_ratio: float = 0.5):
+        super().__init__()
+        from transformers import InternVLConfig
+        from transformers.models.internvl.modeling_internvl import InternVLMultiModalProjector, InternVLVisionModel
+
+        self.downsample_ratio = downsample_ratio
+        self.vision_tower = InternVLVisionModel(vision_config)
+        proj_cfg = InternVLConfig(
+            vision_config=vision_config.to_dict(), text_config={"model_type": "qwen2", "hidden_size": text_hidden},
+            downsample_ratio=downsample_ratio, projector_hidden_act="gelu",
+        )
+        self.multi_modal_projector = InternVLMultiModalProjector(proj_cfg)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.multi_modal_projector.linear_1.weight.dtype
+
+
+def build_vision_encoder(
+    base_cfg: BaseConfig, *, attn_implementation: str = "sdpa", out_hidden: int | None = None, **_: Any
+) -> nn.Module:
+    vc = set_attn(copy.deepcopy(base_cfg.vision_config), attn_implementation)
+    hidden = out_hidden or base_cfg.extra["llm_hidden_size"]
+    return InternVLEncoder(vc, hidden, base_cfg.extra.get("downsample_ratio", 0.5))
+
+
+def pixel_shuffle(x: torch.Tensor, scale: float = 0.5) -> torch.Tensor:
+    """[B, H, W, C] -> [B, H*s, W*s, C/s^2] (InternVL ps_version v2 channel order)."""
+    b, h, w, c = x.shape
+    x = x.reshape(b, h, int(w * scale), int(c / scale))
+    x = x.permute(0, 2, 1, 3).reshape(b, int(w * scale), int(h * scale), int(c / scale**2))
+    return x.permute(0, 2, 1, 3).contiguous()
+
+
+def vision_features(encoder: InternVLEncoder, pixels: torch.Tensor) -> torch.Tensor:
+    """Normalised pixels [B, 3, H, W] -> projected features [B, (H/28)*(W/28), D] in raster order."""
+    b, _, h, w = pixels.shape
+    p = encoder.vision_tower.config.patch_size
+    p = p[0] if isinstance(p, (list, tuple)) else p
+    out = encoder.vision_tower(pixel_values=pixels.to(encoder.dtype))
+    x = out.last_hidden_state[:, 1:]  # drop CLS: [B, (H/14)*(W/14), C]
+    x = pixel_shuffle(x.reshape(b, h // p, w // p, -1), encoder.downsample_ratio)  # [B, H/28, W/28, 4C]
+    return encoder.multi_modal_projector(x.reshape(b, -1, x.shape[-1]))
+
+
+def build_language_model(
+    text_config: Any, *, num_layers: int | None = None, attn_implementation: str = "sdpa", **_: Any
+) -> nn.Module:
+    """transformers' Qwen2Model (the InternVL3 LLM), optionally keeping the first ``num_layers`` layers."""
+    from transformers import Qwen2Model
+
+    tc = set_attn(copy.deepcopy(text_config), attn_implementation)
+    if num_layers is not None:
+        tc.num_hidden_layers = num_layers
+        if getattr(tc, "layer_types", None):
+            tc.layer_types = list(tc.layer_types)[:num_layers]
+    return Qwen2Model(tc)
+
+
+def load_tokenizer(base_dir: str | Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(base_dir), padding_side="right")
+
+
+_VIT_RENAMES = [
+    (r"^embeddings\.class_embedding$", "vision_tower.embeddings.cls_token"),
+    (r"^embeddings\.position_embedding$", "vision_tower.embeddings.position_embeddings"),
+    (r"^embeddings\.patch_embedding\.", "vision_tower.embeddings.patch_embeddings.projection."),
+    (r"^encoder\.layers\.(\d+)\.ls1$", r"vision_tower.encoder.layer.\1.lambda_1"),
+    (r"^encoder\.layers\.(\d+)\.ls2$", r"vision_tower.encoder.layer.\1.lambda_2"),
+    (r"^encoder\.layers\.(\d+)\.attn\.proj\.", r"vision_tower.encoder.layer.\1.attention.projection_layer."),
+    (r"^encoder\.layers\.(\d+)\.attn\.q_norm\.", r"vision_tower.encoder.layer.\1.attention.q_norm."),
+    (r"^encoder\.layers\.(\d+)\.attn\.k_norm\.", r"vision_tower.encoder.layer.\1.attention.k_norm."),
+    (r"^encoder\.layers\.(\d+)\.mlp\.", r"vision_tower.encoder.layer.\1.mlp."),
+    (r"^encoder\.layers\.(\d+)\.norm1\.", r"vision_tower.encoder.layer.\1.layernorm_before."),
+    (r"^encoder\.layers\.(\d+)\.norm2\.", r"vision_tower.encoder.layer.\1.layernorm_after."),
+]
+_MLP1 = {"0": "layer_norm", "1": "linear_1", "3": "linear_2"}
+_QKV = re.compile(r"^encoder\.layers\.(\d+)\.attn\.qkv\.(weight|bias)$")
+
+
+def map_vit_key(key: str, value: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One remote-code InternViT key (without prefix) -> native key(s); the fused qkv splits into q, k, v."""
+    m = _QKV.match(key)
+    if m:
+        q, k, v = value.chunk(3, dim=0)
+        base = f"vision_tower.encoder.layer.{m.group(1)}.attention."
+        return {f"{base}q_proj.{m.group(2)}": q, f"{base}k_proj.{m.group(2)}": k, f"{base}v_proj.{m.group(2)}": v}
+    for pattern, repl in _VIT_RENAMES:
+        if re.match(pattern, key):
+            return {re.sub(pattern, repl, key): value}
+    raise ValueError(f"unexpected InternViT key {key!r}")
+
+
+def map_ae_state_dict(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Official InternVL3 VGT-AE keys -> ours: encoder.* / mlp1.* -> encoder.vision_tower.* / projector."""
+    mapped: dict[str, torch.Tensor] = {}
+    dropped: dict[str, str] = {}
+    for key, value in sd.items():
+        if key.startswith(("teacher.", "teacher_mlp1.")):
+            dropped[key.split(".")[0] + ".*"] = "distillation teacher of VGT-AE training, unused at inference"
+        elif key.startswith("encoder."):
+            for k, v in map_vit_key(key[len("encoder."):], value).items():
+                mapped["encoder." + k] = v
+        elif key.startswith("mlp1."):
+            idx, rest = key[len("mlp1."):].split(".", 1)
+            if idx not in _MLP1:
+                raise ValueError(f"unexpected projector key {key!r}")
+            mapped[f"encoder.multi_modal_projector.{_MLP1[idx]}.{rest}"] = value
+        else:
+            mapped[key] = value
+    return mapped, dropped
+
+
+def map_llm_state_dict(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """AR checkpoint ``lmm.language_model.model.*`` -> Qwen2Model keys; lm_head and vision parts are dropped."""
+    mapped: dict[str, torch.Tensor] = {}
+    dropped: dict[str, str] = {}
+    prefix = "lmm.language_model.model."
+    for key, value in sd.items():
+        if not key.startswith("lmm."):
+            continue
+        if key.startswith(prefix):
+            mapped[key[len(prefix):]] = value
+        elif key == "lmm.language_model.lm_head.weight":
+            dropped["lmm.language_model.lm_head.weight"] = "text output head, unused for image generation"
+        elif key.startswith(("lmm.vision_model.", "lmm.mlp1.")):
+            dropped[".".join(key.split(".")[:2]) + ".*"] = "VLM vision tower, unused by VGT-AR (the VGT-AE has its own)"
+        else:
+            raise ValueError(f"unexpected InternVL3 LLM key {key!r}")
+    return mapped, dropped
