@@ -1,0 +1,202 @@
+"""VGT-AE: the VLM's vision encoder -> 3 residual MLPs -> MLP to 32 channels -> channel LayerNorm; DC-AE decoder.
+
+One latent token per 28x28 pixels. ``encode`` takes images in [-1, 1]; ``decode`` returns images in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones import get_family
+from .backbones.common import rebuild_meta_buffers
+from .config import LATENT_CHANNELS, LATENT_STRIDE, AEConfig
+
+logger = logging.getLogger(__name__)
+
+# The official DC-AE f32c32 (SANA 1.1) decoder configuration (mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers), so a user
+# needs no extra folder for it. Only decoder fields matter; the encoder is never built at full size.
+DCAE_F32C32: dict[str, Any] = {
+    "in_channels": 3, "latent_channels": 32, "attention_head_dim": 32,
+    "encoder_block_types": ["ResBlock", "ResBlock", "ResBlock", "EfficientViTBlock", "EfficientViTBlock", "EfficientViTBlock"],
+    "decoder_block_types": ["ResBlock", "ResBlock", "ResBlock", "EfficientViTBlock", "EfficientViTBlock", "EfficientViTBlock"],
+    "encoder_block_out_channels": [128, 256, 512, 512, 1024, 1024],
+    "decoder_block_out_channels": [128, 256, 512, 512, 1024, 1024],
+    "encoder_layers_per_block": [2, 2, 2, 3, 3, 3], "decoder_layers_per_block": [3, 3, 3, 3, 3, 3],
+    "encoder_qkv_multiscales": [[], [], [], [5], [5], [5]], "decoder_qkv_multiscales": [[], [], [], [5], [5], [5]],
+    "upsample_block_type": "interpolate", "downsample_block_type": "Conv", "decoder_norm_types": "rms_norm",
+    "decoder_act_fns": "silu", "scaling_factor": 0.41407,
+}
+
+
+class ResBlock(nn.Module):
+    """x + MLP(LN(x)) at the vision-feature width."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.LayerNorm(channels, eps=1e-6), nn.Linear(channels, channels), nn.GELU(), nn.Linear(channels, channels)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mlp(x)
+
+
+def load_decoder_config(decoder_config: Any) -> dict[str, Any]:
+    """A diffusers AutoencoderDC config: dict, folder with config.json, config.json path, or None (built-in f32c32)."""
+    if decoder_config is None:
+        return dict(DCAE_F32C32)
+    if isinstance(decoder_config, dict):
+        return dict(decoder_config)
+    path = Path(decoder_config)
+    path = path / "config.json" if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"DC-AE decoder config {path} not found (a diffusers AutoencoderDC folder or config.json)")
+    import json
+
+    return {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
+
+
+def nearest_sizes(v: int, stride: int = LATENT_STRIDE) -> str:
+    lo = max(stride, v // stride * stride)
+    hi = (v // stride + 1) * stride
+    return f"{lo} or {hi}" if lo != v else str(v)
+
+
+class VGTAutoencoder(nn.Module):
+    """VGT-AE (see module docstring). Build with :meth:`from_pretrained`; the constructor builds an empty network."""
+
+    stride = LATENT_STRIDE
+    latent_channels = LATENT_CHANNELS
+
+    def __init__(self, config: AEConfig, base_cfg: Any, *, attn_implementation: str = "sdpa"):
+        super().__init__()
+        from diffusers import AutoencoderDC
+
+        self.config = config
+        fam = get_family(config.family)
+        self.encoder = fam.build_vision_encoder(base_cfg, attn_implementation=attn_implementation,
+                                                out_hidden=config.hidden_size)
+        self.down_blocks = nn.ModuleList(ResBlock(config.hidden_size) for _ in range(config.num_res_blocks))
+        self.down_mlp = nn.Sequential(
+            nn.LayerNorm(config.hidden_size),
+            nn.Linear(config.hidden_size, config.embed_dim),
+            nn.GELU(),
+            nn.Linear(config.embed_dim, config.embed_dim),
+        )
+        self.decoder = AutoencoderDC(**config.decoder_config).decoder
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def family(self) -> str:
+        return self.config.family
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.down_mlp[1].weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.down_mlp[1].weight.device
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls, checkpoint: str | Path, *, base_model: str | Path, decoder_config: Any = None,
+        dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", attn_implementation: str = "sdpa",
+    ) -> VGTAutoencoder:
+        """Load an official VGT-AE checkpoint (``.pth``/``.safetensors``), or the VGT-AE inside a VGT-AR checkpoint."""
+        from .checkpoints import detect_variant, load_checkpoint_file
+
+        sd = load_checkpoint_file(checkpoint)
+        info = detect_variant(sd)
+        if info.kind in ("ar", "converted_ar"):
+            prefix = "vgt_ae." if info.kind == "ar" else "ae."
+            sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+            if not sd:
+                raise ValueError(f"{checkpoint} is a VGT-AR checkpoint without an embedded VGT-AE")
+        return cls.from_state_dict(sd, base_model=base_model, decoder_config=decoder_config, dtype=dtype,
+                                   device=device, attn_implementation=attn_implementation, what=str(checkpoint))
+
+    @classmethod
+    def from_state_dict(
+        cls, sd: dict[str, torch.Tensor], *, base_model: str | Path, decoder_config: Any = None,
+        dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", attn_implementation: str = "sdpa",
+        what: str = "VGT-AE checkpoint",
+    ) -> VGTAutoencoder:
+        """Build from official (or converted) VGT-AE weights; sizes come from the weights' shapes."""
+        from .checkpoints import FAMILY_NAMES, detect_variant, load_strict
+        from .loading import check_base_family
+
+        info = detect_variant(sd)
+        check_base_family(info.family, base_model, what)
+        fam = get_family(info.family)
+        base_cfg = fam.load_base_config(base_model)
+        if not isinstance(decoder_config, dict) and decoder_config is None and "decoder.conv_in.weight" in sd:
+            logger.debug("using the built-in DC-AE f32c32 decoder config")
+        config = AEConfig(family=info.family, embed_dim=info.latent_channels, hidden_size=info.ae_width,
+                          decoder_config=load_decoder_config(decoder_config))
+        mapped, dropped = fam.map_ae_state_dict(sd) if info.family else (sd, {})
+        device = torch.device(device)
+        with torch.device("meta"):
+            model = cls(config, base_cfg, attn_implementation=attn_implementation)
+        mapped = {k: v.to(dtype=dtype) if v.is_floating_point() else v for k, v in mapped.items()}
+        load_strict(model, mapped, dropped=dropped, what=f"{what} ({FAMILY_NAMES[info.family]} VGT-AE)", assign=True)
+        rebuild_meta_buffers(model, device)
+        return model.to(device=device).eval().requires_grad_(False)
+
+    # ------------------------------------------------------------------ encode / decode
+    def check_images(self, images: torch.Tensor) -> None:
+        if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] != 3:
+            shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
+            raise ValueError(f"images must be a [B, 3, H, W] tensor in [-1, 1], got {shape}")
+        h, w = images.shape[-2:]
+        if h % self.stride or w % self.stride or h < self.stride or w < self.stride:
+            raise ValueError(
+                f"image size {h}x{w} is not a multiple of {self.stride}: use height {nearest_sizes(h)} and width "
+                f"{nearest_sizes(w)} (crop or resize the image first)"
+            )
+
+    @torch.inference_mode()
+    def encode(self, images: torch.Tensor, *, reference_nonneg_quirk: bool = False) -> torch.Tensor:
+        """Images [B, 3, H, W] in [-1, 1] -> latents [B, 32, H/28, W/28] (float32, LayerNormed over channels).
+
+        ``reference_nonneg_quirk`` reproduces the reference for an all-non-negative batch (treated as [0, 1] input;
+        the InternVL one then skips normalisation). Off by default: inputs are always [-1, 1].
+        """
+        self.check_images(images)
+        b, _, h, w = images.shape
+        x = images.to(device=self.device, dtype=torch.float32)
+        fam = get_family(self.family)
+        mean = torch.tensor(fam.PIXEL_MEAN, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(fam.PIXEL_STD, device=x.device).view(1, 3, 1, 1)
+        if reference_nonneg_quirk and bool(x.min() >= 0):
+            x = x if self.family == "internvl3" else (x - mean) / std
+        else:
+            x = ((x + 1.0) / 2.0 - mean) / std
+        feats = fam.vision_features(self.encoder, x.to(self.dtype))  # [B, hw, D]
+        for block in self.down_blocks:
+            feats = block(feats.to(self.dtype))
+        z = self.down_mlp(feats).float()  # [B, hw, 32]
+        z = F.layer_norm(z, (z.shape[-1],), eps=1e-6)  # channel LayerNorm, no affine
+        return z.transpose(1, 2).reshape(b, -1, h // self.stride, w // self.stride)
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents [B, 32, h, w] -> images [B, 3, 28h, 28w] in [-1, 1] (float32)."""
+        if not torch.is_tensor(latents) or latents.ndim != 4 or latents.shape[1] != self.latent_channels:
+            shape = tuple(latents.shape) if torch.is_tensor(latents) else type(latents).__name__
+            raise ValueError(f"VGT-AE decode expects latents [B, {self.latent_channels}, h, w], got {shape}")
+        h, w = latents.shape[-2:]
+        x = self.decoder(latents.to(device=self.device, dtype=self.dtype))  # [B, 3, 32h, 32w]
+        x = F.interpolate(x.float(), size=(h * self.stride, w * self.stride), mode="bilinear", align_corners=False)
+        return x
+
+    def config_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(self.config.to_dict())

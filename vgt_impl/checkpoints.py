@@ -1,0 +1,380 @@
+"""Checkpoint files: safe opening, EMA choice, prefix stripping, variant detection, key maps, strict loading.
+
+- ``.pth``/``.pt``/``.bin`` open with ``torch.load(weights_only=True)`` only (a pickle that would run code is refused);
+  ``.safetensors`` open lazily.
+- Official VGT-AR checkpoints are mmengine dicts ``{'meta', 'state_dict', 'ema_state_dict'}``; the EMA weights are the
+  ones the published results used and are preferred. VGT-AE files are raw, ``state_dict`` or ``model`` wrapped.
+- Variants are detected from keys and shapes, never from file names.
+- Loading is strict: whatever is missing or unexpected after the key map is an error, grouped and explained.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import re
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+FAMILY_NAMES = {"qwen2_5_vl": "Qwen2.5-VL", "internvl3": "InternVL3"}
+_STRIP = ("module.", "_orig_mod.")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be used; the message says which file and what to do."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint does not fit the model it is loaded into (missing / unexpected keys, shapes)."""
+
+
+# ---------------------------------------------------------------------------------------------------------- opening
+class LazySafetensors(Mapping):
+    """Read-only mapping over a .safetensors file: keys and shapes without reading data; tensors on access."""
+
+    def __init__(self, path: Path):
+        from safetensors import safe_open
+
+        self.path = path
+        self._file = safe_open(str(path), framework="pt", device="cpu")
+        self._keys = list(self._file.keys())
+        self.metadata = self._file.metadata() or {}
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self._file.get_tensor(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self._file.get_slice(key).get_shape())
+
+    def dtype(self, key: str) -> str:
+        return str(self._file.get_slice(key).get_dtype())
+
+
+def _open_pickle(path: Path, mmap: bool) -> Any:
+    use_mmap = mmap and zipfile.is_zipfile(path)
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=use_mmap)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path} is not a plain weights file: loading it would run code (refused by torch.load(weights_only=True): "
+            f"{str(e).splitlines()[0]}). Use the official checkpoint or a .safetensors file; never load untrusted pickles."
+        ) from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(
+            f"{path} is truncated or corrupted ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): "
+            f"re-download it"
+        ) from e
+
+
+def open_checkpoint(path: str | Path, *, mmap: bool = True) -> Any:
+    """The raw object of a checkpoint file (dict for .pth, lazy mapping for .safetensors)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":
+        try:
+            return LazySafetensors(path)
+        except Exception as e:  # safetensors raises its own error types for bad headers
+            raise CheckpointError(f"{path} is truncated or corrupted ({e}): re-download it") from e
+    if path.suffix in PICKLE_SUFFIXES:
+        return _open_pickle(path, mmap)
+    raise CheckpointError(f"{path}: unsupported checkpoint type {path.suffix!r} (expected .safetensors or .pth/.pt/.bin)")
+
+
+def strip_prefixes(key: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for p in _STRIP:
+            if key.startswith(p):
+                key, changed = key[len(p):], True
+    return key
+
+
+def unwrap(obj: Any, *, prefer_ema: bool = True) -> tuple[Mapping, dict[str, Any]]:
+    """Pick the weight dict out of a checkpoint object -> (state dict mapping, info)."""
+    info: dict[str, Any] = {"source": "raw"}
+    if isinstance(obj, Mapping) and not isinstance(obj, LazySafetensors):
+        order = ("ema_state_dict", "state_dict", "model") if prefer_ema else ("state_dict", "ema_state_dict", "model")
+        for name in order:
+            if isinstance(obj.get(name), Mapping):
+                info["source"] = name
+                info["has_ema"] = "ema_state_dict" in obj
+                return obj[name], info
+    return obj, info
+
+
+def load_checkpoint_file(
+    path: str | Path, *, prefer_ema: bool = True, mmap: bool = True, with_info: bool = False
+) -> dict[str, torch.Tensor] | tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Open a checkpoint -> {key: tensor} with EMA preferred, ``module.``/``_orig_mod.`` stripped, ``steps`` dropped."""
+    sd, info = unwrap(open_checkpoint(path, mmap=mmap), prefer_ema=prefer_ema)
+    out: dict[str, torch.Tensor] = {}
+    for key in sd:
+        value = sd[key]
+        if key == "steps":  # EMA step counter of mmengine checkpoints
+            info["ema_steps"] = int(value) if torch.is_tensor(value) and value.numel() == 1 else value
+        elif torch.is_tensor(value):
+            out[strip_prefixes(key)] = value
+    if not out:
+        raise CheckpointError(f"{path} contains no tensors: it is not a model checkpoint")
+    return (out, info) if with_info else out
+
+
+# ---------------------------------------------------------------------------------------------------------- variants
+@dataclass
+class VariantInfo:
+    kind: str  # "ae" | "ar" | "converted_ae" | "converted_ar"
+    family: str  # "qwen2_5_vl" | "internvl3"
+    llm_hidden: int | None = None
+    llm_layers: int | None = None
+    vocab_size: int | None = None
+    head_dim: int | None = None
+    head_layers: int | None = None
+    query_grid: tuple[int, int] | None = None
+    latent_channels: int | None = None
+    vision_hidden: int | None = None
+    vision_layers: int | None = None
+    ae_width: int | None = None
+    has_teacher: bool = False
+    has_embedded_ae: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _count(keys, pattern: str) -> int:
+    pat = re.compile(pattern)
+    ids = {int(m.group(1)) for k in keys if (m := pat.match(k))}
+    return max(ids) + 1 if ids else 0
+
+
+def _ae_family(keys: list[str], prefix: str = "") -> str | None:
+    if any(k.startswith(prefix + "encoder.blocks.") or k.startswith(prefix + "encoder.merger.") for k in keys):
+        return "qwen2_5_vl"
+    if any(k.startswith(prefix + "encoder.encoder.layers.") or k.startswith(prefix + "mlp1.") for k in keys):
+        return "internvl3"
+    if any(k.startswith(prefix + "encoder.vision_tower.") for k in keys):
+        return "internvl3"
+    return None
+
+
+def _groups(keys) -> list[str]:
+    return sorted({k.split(".")[0] for k in keys})
+
+
+def detect_variant(sd: Mapping, shapes: Mapping[str, tuple[int, ...]] | None = None) -> VariantInfo:
+    """Kind, family and sizes of a state dict (official or converted) from its keys and shapes."""
+    keys = list(sd.keys())
+    shape = (lambda k: tuple(shapes[k])) if shapes is not None else (lambda k: tuple(sd[k].shape))
+    top = set(_groups(keys))
+    if {"lmm", "image_head"} <= top or {"llm", "flow_head"} <= top:
+        return _detect_ar(keys, shape, converted="llm" in top)
+    if "down_mlp" in top and "decoder" in top:
+        fam = _ae_family(keys)
+        if fam is None:
+            raise CheckpointError(f"VGT-AE checkpoint with an unknown encoder layout (top-level groups: {sorted(top)})")
+        return _detect_ae(keys, shape, fam, "")
+    raise CheckpointError(
+        f"not a VGT checkpoint: expected VGT-AR groups (lmm, image_head, adaptive_metaquery, ...) or VGT-AE groups "
+        f"(encoder, down_blocks, down_mlp, decoder); found top-level groups {sorted(top)}"
+    )
+
+
+def _detect_ae(keys, shape, fam: str, prefix: str) -> VariantInfo:
+    info = VariantInfo(kind="ae", family=fam)
+    info.latent_channels = shape(prefix + "down_mlp.3.weight")[0]
+    info.ae_width = shape(prefix + "down_mlp.1.weight")[1]
+    info.has_teacher = any(k.startswith(prefix + "teacher") for k in keys)
+    if fam == "qwen2_5_vl":
+        info.vision_layers = _count(keys, re.escape(prefix) + r"encoder\.blocks\.(\d+)\.")
+        info.vision_hidden = shape(prefix + "encoder.blocks.0.norm1.weight")[0]
+    elif any(k.startswith(prefix + "encoder.vision_tower.") for k in keys):
+        info.vision_layers = _count(keys, re.escape(prefix) + r"encoder\.vision_tower\.encoder\.layer\.(\d+)\.")
+        info.vision_hidden = shape(prefix + "encoder.vision_tower.embeddings.cls_token")[-1]
+    else:
+        info.vision_layers = _count(keys, re.escape(prefix) + r"encoder\.encoder\.layers\.(\d+)\.")
+        info.vision_hidden = shape(prefix + "encoder.embeddings.class_embedding")[-1]
+    return info
+
+
+def _detect_ar(keys, shape, converted: bool) -> VariantInfo:
+    if converted:
+        fam = None  # converted files carry their family in their config; the embedded AE tells otherwise
+        llm, head, mq, ae_prefix = "llm.", "flow_head.", "queries.query_grid", "ae."
+    else:
+        llm, head, mq, ae_prefix = None, "image_head.net.", "adaptive_metaquery.max_metaquery", "vgt_ae."
+        if any(k.startswith("lmm.model.language_model.") or k.startswith("lmm.model.layers.") for k in keys):
+            fam, llm = "qwen2_5_vl", "lmm.model.language_model." if any(
+                k.startswith("lmm.model.language_model.") for k in keys) else "lmm.model."
+        elif any(k.startswith("lmm.language_model.model.") for k in keys):
+            fam, llm = "internvl3", "lmm.language_model.model."
+        else:
+            raise CheckpointError(f"VGT-AR checkpoint with an unknown LLM layout (groups: {_groups(keys)})")
+    info = VariantInfo(kind="converted_ar" if converted else "ar", family=fam or "unknown")
+    info.llm_layers = _count(keys, re.escape(llm) + r"layers\.(\d+)\.")
+    emb = shape(llm + "embed_tokens.weight")
+    info.vocab_size, info.llm_hidden = emb
+    info.head_layers = _count(keys, re.escape(head) + r"res_blocks\.(\d+)\.")
+    info.head_dim = shape(head + "input_proj.weight")[0]
+    info.latent_channels = shape(head + "input_proj.weight")[1]
+    g = shape(mq)
+    info.query_grid = (g[2], g[3])
+    info.has_embedded_ae = any(k.startswith(ae_prefix) for k in keys)
+    if info.has_embedded_ae:
+        ae_fam = _ae_family(keys, ae_prefix)
+        ae = _detect_ae(keys, shape, ae_fam or fam, ae_prefix)
+        info.extra["ae"] = ae.to_dict()
+        if info.family == "unknown" and ae_fam:
+            info.family = ae_fam
+    return info
+
+
+# ---------------------------------------------------------------------------------------------------------- key maps
+AR_RENAMES = {
+    "adaptive_metaquery.max_metaquery": "queries.query_grid",
+    "adaptive_metaquery.pos_encoding.grid_embed": "queries.pos_grid",
+}
+
+
+def map_ar_state_dict(
+    sd: Mapping[str, torch.Tensor], family: str
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, str]]:
+    """Official VGT-AR keys -> (our AR model keys, the embedded VGT-AE keys (prefix removed), dropped groups)."""
+    from .backbones import get_family
+
+    if any(k.startswith("llm.") for k in sd):  # already in our layout (converted)
+        ar = {k: v for k, v in sd.items() if not k.startswith("ae.")}
+        ae = {k[3:]: v for k, v in sd.items() if k.startswith("ae.")}
+        return ar, ae, {}
+    llm, dropped = get_family(family).map_llm_state_dict(dict(sd))
+    out = {"llm." + k: v for k, v in llm.items()}
+    ae: dict[str, torch.Tensor] = {}
+    for key, value in sd.items():
+        if key.startswith("lmm."):
+            continue
+        if key.startswith("vgt_ae."):
+            ae[key[len("vgt_ae."):]] = value
+        elif key in AR_RENAMES:
+            out[AR_RENAMES[key]] = value
+        elif key.startswith("image_head.net."):
+            out["flow_head." + key[len("image_head.net."):]] = value
+        elif key.startswith(("image_in_projector.", "image_out_projector.")):
+            out[key] = value
+        else:
+            out[key] = value  # left for the strict load to report
+    return out, ae, dropped
+
+
+# ---------------------------------------------------------------------------------------------------------- strict load
+def compress_keys(keys: list[str], limit: int = 6) -> list[str]:
+    """Group keys by replacing layer numbers with ranges: 'llm.layers.{18..35}.mlp.up_proj.weight' style, then by prefix."""
+    patterns: dict[str, set[int]] = {}
+    for k in keys:
+        m = re.search(r"\.(\d+)\.", k)
+        if m:
+            pat = k[: m.start()] + ".{N}." + k[m.end():]
+            patterns.setdefault(pat, set()).add(int(m.group(1)))
+        else:
+            patterns.setdefault(k, set())
+    by_prefix: dict[str, list[str]] = {}
+    for pat, ids in patterns.items():
+        if ids:
+            lo, hi = min(ids), max(ids)
+            rng = f"{lo}..{hi}" if len(ids) == hi - lo + 1 and hi > lo else ",".join(map(str, sorted(ids)))
+            pat = pat.replace("{N}", "{" + rng + "}")
+        prefix = pat.split("{")[0].rsplit(".", 1)[0] if "{" in pat else ".".join(pat.split(".")[:2])
+        by_prefix.setdefault(prefix, []).append(pat)
+    lines = []
+    for prefix, pats in sorted(by_prefix.items()):
+        lines.append(pats[0] if len(pats) == 1 else f"{prefix}.* ({len(pats)} tensor names, e.g. {sorted(pats)[0]})")
+    if len(lines) > limit:
+        lines = lines[:limit] + [f"... and {len(lines) - limit} more groups"]
+    return lines
+
+
+def _guess_cause(missing: list[str], unexpected: list[str], model: nn.Module) -> str:
+    probe = {k: None for k in unexpected}
+    fam_unexp = _ae_family(list(probe)) or _ae_family([k.removeprefix("ae.") for k in probe])
+    mine = getattr(model, "family", None)
+    if fam_unexp and mine and fam_unexp != mine:
+        return (f"this looks like a {FAMILY_NAMES.get(fam_unexp, fam_unexp)} checkpoint but the model is "
+                f"{FAMILY_NAMES.get(mine, mine)}: pick the checkpoint and base model of the same family")
+    if any(k.startswith(("lmm.", "image_head.", "llm.")) for k in unexpected):
+        return "this looks like a VGT-AR checkpoint: load it with the VGT model loader, not as a VGT-AE"
+    if any(k.startswith(("down_mlp.", "decoder.")) for k in unexpected) and not any(
+            k.startswith("decoder.") for k in missing):
+        return "this looks like a VGT-AE checkpoint: load it as the autoencoder, not as the VGT-AR model"
+    if missing and not unexpected:
+        return "the checkpoint is incomplete (or for a smaller variant): re-download it or check the base model"
+    return "the checkpoint and the base model folder do not match: check that both are for the same VGT variant"
+
+
+def load_strict(
+    module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, dropped: Mapping[str, str] | None = None,
+    what: str = "checkpoint", assign: bool = False,
+) -> None:
+    """Load every tensor; anything missing, unexpected or mis-shaped raises one short, grouped error."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    shapes = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(expected) & set(state_dict))
+        if tuple(state_dict[k].shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = [f"{what} does not fit {type(module).__name__}:"]
+        if missing:
+            parts.append(f"  missing {len(missing)} tensors: " + "; ".join(compress_keys(missing)))
+        if unexpected:
+            parts.append(f"  unexpected {len(unexpected)} tensors: " + "; ".join(compress_keys(unexpected)))
+        if shapes:
+            parts.append(f"  {len(shapes)} shape mismatches: " + "; ".join(shapes[:4]) + (" ..." if len(shapes) > 4 else ""))
+        parts.append("  likely cause: " + _guess_cause(missing, unexpected, module))
+        raise CheckpointMismatchError("\n".join(parts))
+    module.load_state_dict(dict(state_dict), strict=True, assign=assign)
+    for group, reason in (dropped or {}).items():
+        logger.debug("%s: ignored %s (%s)", what, group, reason)
+
+
+# ---------------------------------------------------------------------------------------------------------- converted
+def save_converted(path: str | Path, state_dict: Mapping[str, torch.Tensor], config: dict[str, Any]) -> Path:
+    """Write our layout as .safetensors (+ ``<name>.json`` config beside it)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"converted checkpoints are .safetensors files, got {path.name}")
+    tensors = {k: v.contiguous() for k, v in state_dict.items()}
+    save_file(tensors, str(path), metadata={"format": "pt", "vgt_config": json.dumps(config)})
+    path.with_suffix(".json").write_text(json.dumps(config, indent=2))
+    return path
+
+
+def converted_config(path: str | Path) -> dict[str, Any] | None:
+    """The JSON config stored with a converted checkpoint (metadata or sidecar), or None for official files."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        meta = LazySafetensors(path).metadata
+        if "vgt_config" in meta:
+            return json.loads(meta["vgt_config"])
+    side = path.with_suffix(".json")
+    return json.loads(side.read_text()) if side.is_file() else None
