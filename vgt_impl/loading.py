@@ -1,0 +1,72 @@
+"""Build the VGT-AR network from a checkpoint: detect the variant, build on the meta device, load strictly."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from .ar_model import VGTARModel, ar_config_from_shapes
+from .backbones import detect_family_from_dir, get_family
+from .backbones.common import rebuild_meta_buffers
+
+logger = logging.getLogger(__name__)
+
+FAMILY_NAMES = {"qwen2_5_vl": "Qwen2.5-VL", "internvl3": "InternVL3"}
+
+
+def count_layers(keys, prefix: str = "llm.layers.") -> int:
+    pat = re.compile(re.escape(prefix) + r"(\d+)\.")
+    ids = {int(m.group(1)) for k in keys if (m := pat.match(k))}
+    return max(ids) + 1 if ids else 0
+
+
+def check_base_family(family: str, base_model: str | Path, what: str) -> None:
+    base_family = detect_family_from_dir(base_model)
+    if base_family != family:
+        raise ValueError(
+            f"{what} is a {FAMILY_NAMES.get(family, family)} checkpoint but the base model folder {base_model} is "
+            f"{FAMILY_NAMES.get(base_family, base_family)}: pick the matching base model"
+        )
+
+
+def load_ar_model(
+    path: str | Path, *, base_model: str | Path, dtype: torch.dtype, device: torch.device,
+    attn_implementation: str = "sdpa", prefer_ema: bool = True,
+) -> tuple[VGTARModel, dict[str, Any]]:
+    """Load an official (or converted) VGT-AR checkpoint -> (model, extras with the embedded VGT-AE weights)."""
+    from .checkpoints import detect_variant, load_checkpoint_file, load_strict, map_ar_state_dict
+
+    sd = load_checkpoint_file(path, prefer_ema=prefer_ema)
+    info = detect_variant(sd)
+    if info.kind == "ae":
+        raise ValueError(f"{path} is a VGT-AE checkpoint, not a VGT-AR one: load it as the autoencoder instead")
+    family = info.family
+    check_base_family(family, base_model, str(path))
+    base_cfg = get_family(family).load_base_config(base_model)
+    mapped, ae_sd, dropped = map_ar_state_dict(sd, family)
+    shapes = {k: tuple(v.shape) for k, v in mapped.items()}
+    cfg = ar_config_from_shapes(family, base_cfg.text_config, shapes, count_layers(mapped))
+    with torch.device("meta"):
+        ar = VGTARModel(cfg, base_cfg.text_config, attn_implementation=attn_implementation)
+    mapped = {k: v.to(dtype=dtype) if v.is_floating_point() else v for k, v in mapped.items()}
+    load_strict(ar, mapped, dropped=dropped, what=str(path), assign=True)
+    rebuild_meta_buffers(ar, device)  # rotary tables stay fp32, as transformers builds them
+    ar.to(device=device).eval().requires_grad_(False)
+    logger.info("loaded %s VGT-AR (%d LLM layers) from %s", family, cfg.num_layers, path)
+    return ar, {"ae_state_dict": ae_sd, "variant": info}
+
+
+def load_embedded_ae(
+    ae_sd: dict[str, torch.Tensor], *, family: str, base_model: str | Path, decoder_config: Any,
+    dtype: torch.dtype, device: torch.device,
+):
+    """The VGT-AE stored inside an AR checkpoint (``vgt_ae.*``, prefix already removed)."""
+    from .autoencoder import VGTAutoencoder
+
+    check_base_family(family, base_model, "the VGT-AE embedded in the AR checkpoint")
+    return VGTAutoencoder.from_state_dict(
+        ae_sd, base_model=base_model, decoder_config=decoder_config, dtype=dtype, device=device
+    )
