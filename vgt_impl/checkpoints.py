@@ -284,27 +284,33 @@ def map_ar_state_dict(
 
 
 # ---------------------------------------------------------------------------------------------------------- strict load
+def _range(ids: set[int]) -> str:
+    lo, hi = min(ids), max(ids)
+    if len(ids) == 1:
+        return str(lo)
+    return f"{lo}..{hi}" if len(ids) == hi - lo + 1 else ",".join(map(str, sorted(ids)))
+
+
 def compress_keys(keys: list[str], limit: int = 6) -> list[str]:
-    """Group keys by replacing layer numbers with ranges: 'llm.layers.{18..35}.mlp.up_proj.weight' style, then by prefix."""
-    patterns: dict[str, set[int]] = {}
+    """Short groups: 'llm.layers.{18..35}.mlp.up_proj.weight', 'layers.{0..3}.{bias,weight}', 'decoder.* (12)'."""
+    numbered: dict[str, tuple[set[int], set[str]]] = {}
+    plain: dict[str, list[str]] = {}
     for k in keys:
-        m = re.search(r"\.(\d+)\.", k)
+        m = re.search(r"(^|\.)(\d+)\.", k)
         if m:
-            pat = k[: m.start()] + ".{N}." + k[m.end():]
-            patterns.setdefault(pat, set()).add(int(m.group(1)))
+            head, tail = k[: m.start(2)], k[m.end(2) + 1:]
+            ids, tails = numbered.setdefault(head, (set(), set()))
+            ids.add(int(m.group(2)))
+            tails.add(tail)
         else:
-            patterns.setdefault(k, set())
-    by_prefix: dict[str, list[str]] = {}
-    for pat, ids in patterns.items():
-        if ids:
-            lo, hi = min(ids), max(ids)
-            rng = f"{lo}..{hi}" if len(ids) == hi - lo + 1 and hi > lo else ",".join(map(str, sorted(ids)))
-            pat = pat.replace("{N}", "{" + rng + "}")
-        prefix = pat.split("{")[0].rsplit(".", 1)[0] if "{" in pat else ".".join(pat.split(".")[:2])
-        by_prefix.setdefault(prefix, []).append(pat)
+            plain.setdefault(".".join(k.split(".")[:2]), []).append(k)
     lines = []
-    for prefix, pats in sorted(by_prefix.items()):
-        lines.append(pats[0] if len(pats) == 1 else f"{prefix}.* ({len(pats)} tensor names, e.g. {sorted(pats)[0]})")
+    for head, (ids, tails) in sorted(numbered.items()):
+        t = sorted(tails)
+        tail = t[0] if len(t) == 1 else ("{" + ",".join(t) + "}" if len(t) <= 3 else f"* ({len(t)} tensors each)")
+        lines.append(f"{head}{{{_range(ids)}}}.{tail}")
+    for head, ks in sorted(plain.items()):
+        lines.append(ks[0] if len(ks) == 1 else f"{head}.* ({len(ks)} tensors)")
     if len(lines) > limit:
         lines = lines[:limit] + [f"... and {len(lines) - limit} more groups"]
     return lines
