@@ -44,6 +44,10 @@ def load_ar_model(
     if info.kind == "ae":
         raise ValueError(f"{path} is a VGT-AE checkpoint, not a VGT-AR one: load it as the autoencoder instead")
     family = info.family
+    if family == "unknown":  # a converted file names its family in its config
+        from .checkpoints import converted_config
+
+        family = (converted_config(path) or {}).get("family", family)
     check_base_family(family, base_model, str(path))
     base_cfg = get_family(family).load_base_config(base_model)
     mapped, ae_sd, dropped = map_ar_state_dict(sd, family)

@@ -163,6 +163,8 @@ def map_ae_state_dict(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tens
     for key, value in sd.items():
         if key.startswith(("teacher.", "teacher_mlp1.")):
             dropped[key.split(".")[0] + ".*"] = "distillation teacher of VGT-AE training, unused at inference"
+        elif key.startswith(("encoder.vision_tower.", "encoder.multi_modal_projector.")):
+            mapped[key] = value  # already in the native layout (a converted checkpoint)
         elif key.startswith("encoder."):
             for k, v in map_vit_key(key[len("encoder."):], value).items():
                 mapped["encoder." + k] = v
