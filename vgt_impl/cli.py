@@ -6,7 +6,6 @@ Each subcommand is one small function registered in ``COMMANDS``; library code n
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -78,8 +77,7 @@ def _progress(total_hint: str):
 
 # ---------------------------------------------------------------------------------------------------------- commands
 def cmd_inspect(args) -> int:
-    from .checkpoints import converted_config, detect_variant, load_checkpoint_file, map_ar_state_dict
-    from .checkpoints import FAMILY_NAMES
+    from .checkpoints import FAMILY_NAMES, converted_config, detect_variant, load_checkpoint_file, map_ar_state_dict
 
     sd, info = load_checkpoint_file(args.file, with_info=True)
     v = detect_variant(sd)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from .ar_model import VGTARModel, ar_config_from_shapes
 from .backbones import detect_family_from_dir, get_family
 from .backbones.common import rebuild_meta_buffers
