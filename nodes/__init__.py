@@ -1,0 +1,33 @@
+"""VGT node classes (ComfyUI V1 node API). Node ids and input names are stable: saved workflows depend on them."""
+
+from __future__ import annotations
+
+from .autoencoder import VGTAEDecode, VGTAEEncode
+from .editing import VGTInpaint, VGTOutpaintPad, VGTVariation
+from .loaders import VGTAELoader, VGTModelLoader
+from .sampler import VGTQueryARSampler
+from .text import VGTTextEncode
+
+NODE_CLASS_MAPPINGS = {
+    "VGTModelLoader": VGTModelLoader,
+    "VGTAELoader": VGTAELoader,
+    "VGTTextEncode": VGTTextEncode,
+    "VGTQueryARSampler": VGTQueryARSampler,
+    "VGTAEEncode": VGTAEEncode,
+    "VGTAEDecode": VGTAEDecode,
+    "VGTInpaint": VGTInpaint,
+    "VGTOutpaintPad": VGTOutpaintPad,
+    "VGTVariation": VGTVariation,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "VGTModelLoader": "Load VGT Model",
+    "VGTAELoader": "Load VGT-AE",
+    "VGTTextEncode": "VGT Text Encode",
+    "VGTQueryARSampler": "QueryAR Sampler",
+    "VGTAEEncode": "VGT-AE Encode",
+    "VGTAEDecode": "VGT-AE Decode",
+    "VGTInpaint": "VGT Inpaint",
+    "VGTOutpaintPad": "VGT Outpaint Pad",
+    "VGTVariation": "VGT Variation",
+}

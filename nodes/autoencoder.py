@@ -1,0 +1,62 @@
+"""VGT-AE Encode / Decode."""
+
+from __future__ import annotations
+
+from ..comfyui_vgt import images as I
+from ..comfyui_vgt import types as T
+from .common import CATEGORY
+
+
+def _intermediate(x):
+    import comfy.model_management as mm
+
+    return x.to(mm.intermediate_device())
+
+
+class VGTAEEncode:
+    DESCRIPTION = "Encodes images into VGT latents (one 32-channel token per 28x28 pixels) with the VGT-AE."
+    CATEGORY = CATEGORY
+    FUNCTION = "encode"
+    RETURN_TYPES = (T.VGT_LATENT,)
+    RETURN_NAMES = ("samples",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vgt_ae": (T.VGT_AE, {"tooltip": "From Load VGT-AE or Load VGT Model."}),
+                "image": ("IMAGE", {"tooltip": "Images to encode."}),
+                "fit": (list(I.FIT_MODES), {"default": "center_crop", "tooltip": "Sizes that are not multiples of 28: error, crop the centre, or resize to the nearest multiples."}),
+            }
+        }
+
+    def encode(self, vgt_ae, image, fit):
+        src = I.from_comfy(image)
+        x = I.fit_to_stride(src, fit)
+        # The source size and fit let editing nodes apply the same crop/resize to a mask drawn on the original image.
+        latent = T.make_latent(_intermediate(vgt_ae.encode(x)), vgt_ae.family, source_hw=tuple(src.shape[-2:]), fit=fit)
+        return (latent,)
+
+
+class VGTAEDecode:
+    DESCRIPTION = "Decodes VGT latents into images with the VGT-AE's DC-AE decoder."
+    CATEGORY = CATEGORY
+    FUNCTION = "decode"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("image",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vgt_ae": (T.VGT_AE, {"tooltip": "The VGT-AE matching the model that made the latents."}),
+                "samples": (T.VGT_LATENT, {"tooltip": "VGT latents from the QueryAR Sampler, VGT-AE Encode or an editing node."}),
+            }
+        }
+
+    def decode(self, vgt_ae, samples):
+        z = T.check_latent(samples)
+        fam = samples.get("family")
+        if fam and fam != vgt_ae.family:
+            raise ValueError(f"samples are {fam} VGT latents but this VGT-AE is {vgt_ae.family}: use the matching VGT-AE")
+        return (_intermediate(I.to_comfy(vgt_ae.decode(z))),)

@@ -1,0 +1,45 @@
+"""Input definitions shared by the VGT nodes (stable names: saved workflows depend on them)."""
+
+from __future__ import annotations
+
+from ..comfyui_vgt import types as T
+
+CATEGORY = "VGT"
+MAX_SIZE = 1792  # 64 x 64 query grid x 28 px
+ORDERS = ["random", "raster", "center_out", "checkerboard"]
+
+
+def sampling_inputs() -> dict:
+    """Seed, guidance and decoding options common to the sampler and the editing nodes."""
+    return {
+        "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                         "tooltip": "Seed of the flow-matching noise and of the random token order (same image on any device)."}),
+        "cfg": ("FLOAT", {"default": 4.5, "min": 1.0, "max": 20.0, "step": 0.1,
+                          "tooltip": "Classifier-free guidance on the first token group; 1 disables guidance (faster)."}),
+        "cfg_schedule": (["linear", "constant"], {"default": "linear",
+                         "tooltip": "linear: guidance decays towards 1 over the token groups (the reference default); constant: same guidance throughout."}),
+        "steps": ("INT", {"default": 30, "min": 1, "max": 200,
+                          "tooltip": "Flow-matching steps per token group (the reference samples with 30-100)."}),
+        "parallel_tokens": ("INT", {"default": 4, "min": 1, "max": 4096,
+                                    "tooltip": "acc_ratio: tokens decoded in parallel per LLM step. 1 = one token at a time (best quality); 16 is about 10x faster."}),
+        "order": (ORDERS, {"default": "random",
+                           "tooltip": "Order in which latent tokens are generated; the model was trained on random orders."}),
+    }
+
+
+def model_input() -> dict:
+    return {"model": (T.VGT_MODEL, {"tooltip": "The VGT model from Load VGT Model."})}
+
+
+def positive_input() -> dict:
+    return {"positive": (T.VGT_CONDITIONING, {"tooltip": "The prompt, from VGT Text Encode."})}
+
+
+def optional_inputs() -> dict:
+    return {
+        "negative": (T.VGT_CONDITIONING, {"tooltip": "Optional negative prompt; by default the official unconditional prompt."}),
+        "sampler": (["sde", "ode"], {"default": "sde", "tooltip": "sde: the reference sampler; ode: deterministic given the initial noise."}),
+        "mode": (["reference", "corrected"], {"default": "reference",
+                 "tooltip": "reference reproduces the official code exactly; corrected masks prompt padding in every step (batch-independent results)."}),
+        "preview": ("BOOLEAN", {"default": True, "tooltip": "Show the image filling in while tokens are generated (decodes a few times per run)."}),
+    }

@@ -1,0 +1,148 @@
+"""Latent editing: VGT Inpaint, VGT Outpaint Pad, VGT Variation.
+
+Known tokens are fed to the model as context and only the masked tokens are generated; known tokens come back
+bit-identical. This conditions on the rest of the image; it is not a diffusion inpainter.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+
+from ..comfyui_vgt import generate
+from ..comfyui_vgt import images as I
+from ..comfyui_vgt import types as T
+from .common import CATEGORY, model_input, optional_inputs, positive_input, sampling_inputs
+
+logger = logging.getLogger(__name__)
+
+
+def _tokens_to_pixel_mask(tok: torch.Tensor) -> torch.Tensor:
+    """[B, h, w] bool -> MASK [B, 28h, 28w] float."""
+    return F.interpolate(tok.float().unsqueeze(1), scale_factor=28, mode="nearest")[:, 0]
+
+
+def _edit(model, positive, negative, samples, gen_mask, **kw) -> dict:
+    """Regenerate the True tokens of gen_mask [B|1, h, w]; the prompt is repeated for every latent of the batch."""
+    z = T.check_latent(samples)
+    if samples.get("family") and samples["family"] != model.family:
+        raise ValueError(f"samples are {samples['family']} latents but the model is {model.family}: encode with its VGT-AE")
+    b, _, h, w = z.shape
+    if gen_mask.shape[0] not in (1, b):
+        raise ValueError(f"mask batch {gen_mask.shape[0]} does not match the {b} latents: give 1 mask or {b}")
+    gen_mask = gen_mask.expand(b, h, w)
+    if not bool(gen_mask.any()):
+        logger.warning("the mask covers no token: returning the input unchanged")
+        return T.make_latent(z.clone(), samples.get("family") or model.family)
+    return generate.run(model, positive, negative, width=w * 28, height=h * 28, batch_size=b,
+                        context=(z, gen_mask), **kw)
+
+
+class VGTInpaint:
+    DESCRIPTION = ("Regenerates the masked part of an image's VGT latents (from VGT-AE Encode) while the rest is fed to "
+                   "the model as context. Works with any MASK (mask editor, segmentation nodes) and with batches.")
+    CATEGORY = CATEGORY
+    FUNCTION = "inpaint"
+    RETURN_TYPES = (T.VGT_LATENT, "MASK")
+    RETURN_NAMES = ("samples", "token_mask")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                **model_input(), **positive_input(),
+                "samples": (T.VGT_LATENT, {"tooltip": "The image's VGT latents (VGT-AE Encode)."}),
+                "mask": ("MASK", {"tooltip": "White = regenerate. Reduced to whole 28x28 tokens by mask_rule."}),
+                "mask_rule": (["any", "majority", "threshold"], {"default": "any", "tooltip": "A token is regenerated when any of its pixels is masked, most of them are, or their mean exceeds threshold."}),
+                "threshold": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Used by mask_rule=threshold."}),
+                "grow_tokens": ("INT", {"default": 0, "min": 0, "max": 16, "tooltip": "Grow the token mask by this many whole tokens."}),
+                **sampling_inputs(),
+            },
+            "optional": optional_inputs(),
+        }
+
+    def inpaint(self, model, positive, samples, mask, mask_rule, threshold, grow_tokens, negative=None, **kw):
+        from vgt_impl.editing import pixel_mask_to_tokens
+
+        z = T.check_latent(samples)
+        h, w = z.shape[-2:]
+        if float(mask.max()) <= 0.0:  # an empty mask (e.g. LoadImage without alpha): a documented no-op
+            logger.warning("VGT Inpaint: the mask is empty, returning the latents unchanged")
+            return (T.make_latent(z.clone(), samples.get("family")), torch.zeros(z.shape[0], h * 28, w * 28))
+        m = mask.cpu().float()
+        m = m.unsqueeze(0) if m.ndim == 2 else m
+        if m.ndim == 3 and tuple(m.shape[-2:]) == tuple(samples.get("source_hw") or ()) != (h * 28, w * 28):
+            m = I.fit_to_stride(m.unsqueeze(1), samples.get("fit", "center_crop"), "mask")[:, 0].clamp(0, 1)
+        pix = I.mask_to_pixels(m, h * 28, w * 28)
+        tok = pixel_mask_to_tokens(pix, rule=mask_rule, threshold=threshold, dilate=grow_tokens)
+        latent = _edit(model, positive, negative, samples, tok, **_sampling(kw))
+        return (latent, _tokens_to_pixel_mask(tok.expand(z.shape[0], h, w)))
+
+
+class VGTOutpaintPad:
+    DESCRIPTION = ("Pads VGT latents with new (empty) tokens on any side and returns the mask of the new area: feed "
+                   "both to VGT Inpaint to extend the image. Padding is in pixels, multiples of 28.")
+    CATEGORY = CATEGORY
+    FUNCTION = "pad"
+    RETURN_TYPES = (T.VGT_LATENT, "MASK")
+    RETURN_NAMES = ("samples", "mask")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        side = {"default": 0, "min": 0, "max": 1792, "step": 28}
+        return {
+            "required": {
+                "samples": (T.VGT_LATENT, {"tooltip": "The image's VGT latents (VGT-AE Encode)."}),
+                "left": ("INT", {**side, "tooltip": "Pixels added on the left (multiple of 28)."}),
+                "top": ("INT", {**side, "tooltip": "Pixels added on top (multiple of 28)."}),
+                "right": ("INT", {**side, "tooltip": "Pixels added on the right (multiple of 28)."}),
+                "bottom": ("INT", {**side, "tooltip": "Pixels added at the bottom (multiple of 28)."}),
+            }
+        }
+
+    def pad(self, samples, left, top, right, bottom):
+        from vgt_impl.editing import outpaint_canvas
+
+        for name, v in (("left", left), ("top", top), ("right", right), ("bottom", bottom)):
+            if v % 28:
+                raise ValueError(f"{name}={v} is not a multiple of 28 pixels (one latent token)")
+        z = T.check_latent(samples)
+        canvas, mask = outpaint_canvas(z, left=left // 28, top=top // 28, right=right // 28, bottom=bottom // 28)
+        return (T.make_latent(canvas, samples.get("family")), _tokens_to_pixel_mask(mask))
+
+
+class VGTVariation:
+    DESCRIPTION = ("Variations of an image: regenerates a random fraction (strength) of its latent tokens, chosen by "
+                   "the seed, with the rest as context. strength 0 returns the input, 1 regenerates every token.")
+    CATEGORY = CATEGORY
+    FUNCTION = "vary"
+    RETURN_TYPES = (T.VGT_LATENT,)
+    RETURN_NAMES = ("samples",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                **model_input(), **positive_input(),
+                "samples": (T.VGT_LATENT, {"tooltip": "The image's VGT latents (VGT-AE Encode)."}),
+                "strength": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Fraction of tokens to regenerate."}),
+                **sampling_inputs(),
+            },
+            "optional": optional_inputs(),
+        }
+
+    def vary(self, model, positive, samples, strength, negative=None, **kw):
+        from vgt_impl.editing import variation_mask
+
+        z = T.check_latent(samples)
+        b, _, h, w = z.shape
+        gen = torch.Generator().manual_seed(int(kw["seed"]) ^ 0x5EED)  # token choice: its own stream, seeded
+        mask = variation_mask(h, w, strength, batch=b, generator=gen)
+        return (_edit(model, positive, negative, samples, mask, **_sampling(kw)),)
+
+
+def _sampling(kw: dict) -> dict:
+    keys = ("seed", "cfg", "cfg_schedule", "steps", "parallel_tokens", "order", "sampler", "mode", "preview")
+    return {k: kw[k] for k in keys if k in kw}

@@ -1,0 +1,86 @@
+"""Load VGT Model / Load VGT-AE."""
+
+from __future__ import annotations
+
+from ..comfyui_vgt import folders
+from ..comfyui_vgt import model as M
+from ..comfyui_vgt import types as T
+from .common import CATEGORY
+
+EMBEDDED = "(embedded in the AR checkpoint)"
+SAME_BASE = "(same as base_model)"
+BUILTIN_DCAE = "(built-in DC-AE f32c32)"
+DTYPE_CHOICES = ["auto", "bf16", "fp16", "fp32"]
+
+
+def _attention_choices() -> list[str]:
+    import importlib.util
+
+    return ["sdpa", "eager"] + (["flash_attention_2"] if importlib.util.find_spec("flash_attn") else [])
+
+
+def _decoder(name: str):
+    return None if name == BUILTIN_DCAE else folders.base_path(name)
+
+
+class VGTModelLoader:
+    DESCRIPTION = ("Loads a VGT-AR checkpoint (VGT-Qwen2.5-VL or VGT-InternVL3, detected from the file) with its base "
+                   "VLM folder (config + tokenizer) and its VGT-AE. Outputs the model and the VGT-AE.")
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (T.VGT_MODEL, T.VGT_AE)
+    RETURN_NAMES = ("model", "vgt_ae")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        ckpts = folders.checkpoint_names()
+        vlm = folders.base_names("vlm")
+        return {
+            "required": {
+                "ar_checkpoint": (ckpts, {"tooltip": "VGT-AR checkpoint in models/vgt (e.g. vgt_qwen25vl_2B_sft/iter_5000.pth)."}),
+                "base_model": (vlm, {"tooltip": "Base VLM folder in models/vgt/base: Qwen2.5-VL-3B-Instruct or InternVL3-2B (config.json + tokenizer)."}),
+                "vgt_ae": ([EMBEDDED] + ckpts, {"default": EMBEDDED, "tooltip": "VGT-AE checkpoint; the AR checkpoint already embeds the one it was trained with."}),
+                "ae_base_model": ([SAME_BASE] + vlm, {"default": SAME_BASE, "tooltip": "Base folder of the VGT-AE's encoder: InternVL3-1B for VGT-InternVL3, the same Qwen2.5-VL folder for VGT-Qwen."}),
+                "decoder_config": ([BUILTIN_DCAE] + folders.base_names("dcae"), {"default": BUILTIN_DCAE, "tooltip": "DC-AE decoder config; the official f32c32 one is built in."}),
+                "dtype": (DTYPE_CHOICES, {"default": "auto", "tooltip": "Weight dtype; auto lets ComfyUI choose (bf16 on recent GPUs)."}),
+                "attention": (_attention_choices(), {"default": "sdpa", "tooltip": "Attention kernel; flash_attention_2 appears when flash-attn is installed."}),
+            }
+        }
+
+    def load(self, ar_checkpoint, base_model, vgt_ae, ae_base_model, decoder_config, dtype, attention):
+        if attention == "flash_attention_2":
+            import importlib.util
+
+            if importlib.util.find_spec("flash_attn") is None:
+                raise ValueError("attention=flash_attention_2 needs flash-attn installed (pip install flash-attn); use sdpa")
+        base = folders.base_path(base_model)
+        handle = M.load_model(
+            folders.checkpoint_path(ar_checkpoint), base,
+            ae_path=None if vgt_ae == EMBEDDED else folders.checkpoint_path(vgt_ae),
+            ae_base_dir=base if ae_base_model == SAME_BASE else folders.base_path(ae_base_model),
+            decoder=_decoder(decoder_config), dtype_name=dtype, attention=attention,
+        )
+        return (handle, handle.ae)
+
+
+class VGTAELoader:
+    DESCRIPTION = "Loads a VGT-AE on its own (reconstruction and encoding need no LLM)."
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (T.VGT_AE,)
+    RETURN_NAMES = ("vgt_ae",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vgt_ae": (folders.checkpoint_names(), {"tooltip": "VGT-AE checkpoint in models/vgt (vgt_ae_qwen25vl.pth / vgt_ae_internvl3.pth), or a VGT-AR checkpoint to use its embedded VGT-AE."}),
+                "base_model": (folders.base_names("vlm"), {"tooltip": "Base folder of the encoder: Qwen2.5-VL-3B-Instruct or InternVL3-1B."}),
+                "decoder_config": ([BUILTIN_DCAE] + folders.base_names("dcae"), {"default": BUILTIN_DCAE, "tooltip": "DC-AE decoder config; the official f32c32 one is built in."}),
+                "dtype": (DTYPE_CHOICES, {"default": "auto", "tooltip": "Weight dtype; auto lets ComfyUI choose."}),
+            }
+        }
+
+    def load(self, vgt_ae, base_model, decoder_config, dtype):
+        return (M.load_ae(folders.checkpoint_path(vgt_ae), folders.base_path(base_model),
+                          decoder=_decoder(decoder_config), dtype_name=dtype),)
