@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .autoencoder import VGTAEDecode, VGTAEEncode
-from .editing import VGTInpaint, VGTOutpaintPad, VGTVariation
+from .editing import VGTComposite, VGTInpaint, VGTOutpaintPad, VGTVariation
 from .loaders import VGTAELoader, VGTModelLoader
 from .sampler import VGTQueryARSampler
 from .text import VGTTextEncode
@@ -18,6 +18,7 @@ NODE_CLASS_MAPPINGS = {
     "VGTInpaint": VGTInpaint,
     "VGTOutpaintPad": VGTOutpaintPad,
     "VGTVariation": VGTVariation,
+    "VGTComposite": VGTComposite,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -30,4 +31,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "VGTInpaint": "VGT Inpaint",
     "VGTOutpaintPad": "VGT Outpaint Pad",
     "VGTVariation": "VGT Variation",
+    "VGTComposite": "VGT Composite Original",
 }

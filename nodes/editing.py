@@ -146,3 +146,37 @@ class VGTVariation:
 def _sampling(kw: dict) -> dict:
     keys = ("seed", "cfg", "cfg_schedule", "steps", "parallel_tokens", "order", "sampler", "mode", "preview")
     return {k: kw[k] for k in keys if k in kw}
+
+
+class VGTComposite:
+    DESCRIPTION = ("Pastes the edited image over the original outside the mask, with a feathered border, so pixels "
+                   "outside the regenerated tokens stay exactly the original (the VGT-AE round trip is not lossless).")
+    CATEGORY = CATEGORY
+    FUNCTION = "composite"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("image",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "edited": ("IMAGE", {"tooltip": "The decoded result of VGT Inpaint / Variation."}),
+                "original": ("IMAGE", {"tooltip": "The image that was encoded (cropped or resized with the same fit)."}),
+                "mask": ("MASK", {"tooltip": "Where the edited pixels are used: VGT Inpaint's token_mask."}),
+                "feather": ("INT", {"default": 8, "min": 0, "max": 128, "tooltip": "Width in pixels of the soft border outside the mask."}),
+                "fit": (list(I.FIT_MODES), {"default": "center_crop", "tooltip": "The fit used by VGT-AE Encode, to align the original."}),
+            }
+        }
+
+    def composite(self, edited, original, mask, feather, fit):
+        from vgt_impl.editing import composite
+
+        gen = I.from_comfy(edited)
+        orig = I.fit_to_stride(I.from_comfy(original), fit, "original")
+        if orig.shape[-2:] != gen.shape[-2:]:
+            raise ValueError(f"original is {orig.shape[-1]}x{orig.shape[-2]} after fit={fit} but the edited image is "
+                             f"{gen.shape[-1]}x{gen.shape[-2]}: for outpainting, composite is not needed")
+        if orig.shape[0] not in (1, gen.shape[0]):
+            raise ValueError(f"original batch {orig.shape[0]} does not match the {gen.shape[0]} edited images")
+        m = I.mask_to_pixels(mask.cpu(), *gen.shape[-2:])
+        return (I.to_comfy(composite(gen, orig.expand_as(gen), m, feather=feather)),)

@@ -312,3 +312,15 @@ def test_outpaint_pad(comfy_env):
     assert torch.equal(out["samples"][..., 1:5], latent["samples"]) and mask[0, :, 28:140].max() == 0
     with pytest.raises(ValueError, match="multiple of 28"):
         NODES["VGTOutpaintPad"]().pad(latent, 30, 0, 0, 0)
+
+
+def test_composite_keeps_original_outside_mask(comfy_env):
+    original = torch.rand(1, 130, 150, 3)
+    edited = torch.rand(1, 112, 140, 3)
+    mask = torch.zeros(1, 112, 140)
+    mask[:, :56, :56] = 1
+    (out,) = NODES["VGTComposite"]().composite(edited, original, mask, 0, "center_crop")
+    crop = original[:, 9:121, 5:145]
+    assert torch.allclose(out[:, 56:], crop[:, 56:], atol=1e-6) and torch.allclose(out[:, :56, :56], edited[:, :56, :56], atol=1e-6)
+    (soft,) = NODES["VGTComposite"]().composite(edited, original, mask, 8, "center_crop")
+    assert torch.allclose(soft[:, 80:], crop[:, 80:], atol=1e-6)

@@ -128,6 +128,7 @@ def composite(
     m = m.unsqueeze(1) if m.ndim == 3 else m.view(1, 1, *m.shape)  # [B|1, 1, H, W]
     if feather > 0:
         k = 2 * int(feather) + 1
-        m = F.avg_pool2d(F.max_pool2d(m, k, stride=1, padding=feather), k, stride=1, padding=feather)
+        grown = F.max_pool2d(m, k, stride=1, padding=feather)  # the generated area stays fully generated
+        m = F.avg_pool2d(grown, k, stride=1, padding=feather, count_include_pad=False)  # ramp outside it
     m = m.to(generated)
     return generated * m + original.to(generated) * (1 - m)

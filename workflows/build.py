@@ -194,7 +194,9 @@ GRAPHS = {
         {"id": 5, "type": "VGTInpaint", "pos": (760, 0), "widgets": dict(SAMPLING, mask_rule="any", grow_tokens=0),
          "links": {"model": (1, 0), "positive": (3, 0), "samples": (4, 0), "mask": (2, 1)}},
         {"id": 6, "type": "VGTAEDecode", "pos": (1140, 0), "links": {"vgt_ae": (1, 1), "samples": (5, 0)}},
-        {"id": 7, "type": "SaveImage", "pos": (1440, 0), "widgets": {"filename_prefix": "vgt/inpaint"}, "links": {"images": (6, 0)}},
+        {"id": 8, "type": "VGTComposite", "pos": (1440, 0), "widgets": {"feather": 8, "fit": "center_crop"},
+         "links": {"edited": (6, 0), "original": (2, 0), "mask": (5, 1)}},
+        {"id": 7, "type": "SaveImage", "pos": (1780, 0), "widgets": {"filename_prefix": "vgt/inpaint"}, "links": {"images": (8, 0)}},
     ],
     "vgt_outpaint": [
         loader(1),
