@@ -49,7 +49,7 @@ def _velocity(head, x: torch.Tensor, t_emb: torch.Tensor, c_emb: torch.Tensor, c
     if not guided:
         return v
     v_c, v_u = v.chunk(2, dim=0)
-    return v_u + cfg * (v_c - v_u)
+    return torch.lerp(v_u, v_c, cfg)  # v_u + cfg * (v_c - v_u)
 
 
 @torch.no_grad()
@@ -74,9 +74,8 @@ def sample_tokens(
         if method == "ode":
             x = x + v * dt
             continue
-        score = (t * v - x) / (1.0 - t)  # score of x_t = t*x1 + (1-t)*x0 from the velocity
-        drift = v + (1.0 - t) * score
+        # Euler-Maruyama with drift v + (1-t) * score, score = (t v - x) / (1-t): drift = (1+t) v - x.
         w = draw_noise((n, head.input_dim), device, noise_fn, generator)
-        x = x + drift * dt + (2.0 * (1.0 - t)) ** 0.5 * w * dt**0.5
+        x = torch.add(x * (1.0 - dt), v, alpha=(1.0 + t) * dt).add_(w, alpha=(2.0 * (1.0 - t) * dt) ** 0.5)
     v = _velocity(head, x, t_embs[-1], c_emb, cfg_scale, guided)
     return x + v * last_step_size  # final deterministic step
