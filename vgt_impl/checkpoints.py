@@ -316,13 +316,17 @@ def compress_keys(keys: list[str], limit: int = 6) -> list[str]:
     return lines
 
 
-def _guess_cause(missing: list[str], unexpected: list[str], model: nn.Module) -> str:
+def _guess_cause(missing: list[str], unexpected: list[str], model: nn.Module, shapes: list[str] = ()) -> str:
     probe = {k: None for k in unexpected}
     fam_unexp = _ae_family(list(probe)) or _ae_family([k.removeprefix("ae.") for k in probe])
     mine = getattr(model, "family", None)
     if fam_unexp and mine and fam_unexp != mine:
         return (f"this looks like a {FAMILY_NAMES.get(fam_unexp, fam_unexp)} checkpoint but the model is "
                 f"{FAMILY_NAMES.get(mine, mine)}: pick the checkpoint and base model of the same family")
+    touched = missing + unexpected + [s.split(":")[0] for s in shapes]
+    if touched and all(k.startswith("decoder.") for k in touched):
+        return ("the DC-AE decoder config does not match the checkpoint's decoder: pass the decoder config it was "
+                "trained with (the folder of mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers, or --decoder / decoder_config)")
     if any(k.startswith(("lmm.", "image_head.", "llm.")) for k in unexpected):
         return "this looks like a VGT-AR checkpoint: load it with the VGT model loader, not as a VGT-AE"
     if any(k.startswith(("down_mlp.", "decoder.")) for k in unexpected) and not any(
@@ -354,7 +358,7 @@ def load_strict(
             parts.append(f"  unexpected {len(unexpected)} tensors: " + "; ".join(compress_keys(unexpected)))
         if shapes:
             parts.append(f"  {len(shapes)} shape mismatches: " + "; ".join(shapes[:4]) + (" ..." if len(shapes) > 4 else ""))
-        parts.append("  likely cause: " + _guess_cause(missing, unexpected, module))
+        parts.append("  likely cause: " + _guess_cause(missing, unexpected, module, shapes))
         raise CheckpointMismatchError("\n".join(parts))
     module.load_state_dict(dict(state_dict), strict=True, assign=assign)
     for group, reason in (dropped or {}).items():

@@ -153,9 +153,12 @@ def _load_pipeline(args):
 
 
 def cmd_generate(args) -> int:
-    pipe = _load_pipeline(args)
     height = args.height or args.size
     width = args.width or args.size
+    for name, v in (("height", height), ("width", width)):  # fail before loading anything
+        if v < 28 or v % 28:
+            raise ValueError(f"--{name} {v} is not a multiple of 28: use {max(28, v // 28 * 28)} or {(v // 28 + 1) * 28}")
+    pipe = _load_pipeline(args)
     gen = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
     out = pipe.generate(
         args.prompts, negative_prompts=args.negative, height=height, width=width,
@@ -229,6 +232,22 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_download(args) -> int:
+    from .hub import REPOS, download, plan
+
+    if args.list:
+        for name, (repo, folder, _) in REPOS.items():
+            print(f"{name:<26} {repo:<46} -> {folder}")
+        return 0
+    if not args.names:
+        raise SystemExit("name at least one model (see vgt download --list)")
+    todo = plan(args.names, not args.no_base)
+    print("downloading: " + ", ".join(f"{n} ({REPOS[n][0]})" for n in todo))
+    for path in download(args.names, args.dir, with_bases=not args.no_base):
+        print(f"  -> {path}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------------- parser
 def _model_args(p: argparse.ArgumentParser, ar_required: bool) -> None:
     p.add_argument("--ar", required=ar_required, help="VGT-AR checkpoint (.pth or converted .safetensors)")
@@ -295,11 +314,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--acc-ratios", default="1,4,16")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("download", help="download official files with huggingface_hub (explicit, never automatic)")
+    p.add_argument("names", nargs="*", help="e.g. qwen25vl-2b-sft vgt-ae (see --list)")
+    p.add_argument("--dir", default="models/vgt", help="models folder (ComfyUI: ComfyUI/models/vgt)")
+    p.add_argument("--no-base", action="store_true", help="skip the base config/tokenizer folders")
+    p.add_argument("--list", action="store_true")
+    p.set_defaults(func=cmd_download)
     return parser
 
 
 COMMANDS: dict[str, Callable] = {"generate": cmd_generate, "reconstruct": cmd_reconstruct, "inspect": cmd_inspect,
-                                 "convert": cmd_convert, "bench": cmd_bench}
+                                 "convert": cmd_convert, "bench": cmd_bench, "download": cmd_download}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
