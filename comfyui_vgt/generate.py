@@ -20,23 +20,13 @@ def conditioning_text(cond: Any, name: str) -> str:
     return cond["text"]
 
 
-def check_size(width: int, height: int, handle) -> tuple[int, int]:
-    mh, mw = handle.pipe.max_latent_size
-    for name, v, m in (("width", width, mw), ("height", height, mh)):
-        if v % 28:
-            raise ValueError(f"{name}={v} is not a multiple of 28: use {max(28, v // 28 * 28)} or {(v // 28 + 1) * 28}")
-        if v // 28 > m:
-            raise ValueError(f"{name}={v} is larger than this model's query grid allows ({m * 28} px)")
-    return height // 28, width // 28
-
-
 def run(handle, positive, negative, *, width: int, height: int, batch_size: int, seed: int, cfg: float,
         cfg_schedule: str, steps: int, parallel_tokens: int, order: str, sampler: str = "sde",
         mode: str = "reference", preview: bool = True, context=None) -> dict:
     """Generate (or regenerate the masked tokens of ``context``) -> a VGT latent dict."""
     import comfy.model_management as mm
 
-    h, w = check_size(width, height, handle)
+    h, w = handle.pipe.check_size(height, width)  # before anything is moved to the GPU
     text = conditioning_text(positive, "positive")
     neg = conditioning_text(negative, "negative") if negative is not None else None
     acc = min(int(parallel_tokens), h * w)

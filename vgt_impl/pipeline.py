@@ -232,7 +232,7 @@ class VGTPipeline:
         ``context=(latents [B,32,h,w], generate_mask [B,h,w] or [h,w] bool)`` regenerates only the True tokens, with
         the others as known context (editing). ``order_seed`` (default: the generator's seed) fixes a random order.
         """
-        h, w = self._check_size(height, width)
+        h, w = self.check_size(height, width)
         self._check_options(cfg_scale, cfg_schedule, num_flow_steps, acc_ratio, sampler, mode, num_images_per_prompt)
         batch = prompts if isinstance(prompts, PromptBatch) else self.encode_prompts(prompts, negative_prompts)
         batch = batch.repeat(num_images_per_prompt) if num_images_per_prompt > 1 else batch
@@ -285,7 +285,8 @@ class VGTPipeline:
         return images
 
     # ------------------------------------------------------------------ validation
-    def _check_size(self, height: int, width: int) -> tuple[int, int]:
+    def check_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) in px -> latent (h, w); a clear error for sizes off the 28 grid or beyond the queries."""
         s = C.LATENT_STRIDE
         mh, mw = self.max_latent_size
         for name, v, m in (("height", height, mh), ("width", width, mw)):

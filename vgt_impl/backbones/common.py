@@ -46,6 +46,25 @@ def set_attn(config: Any, attn_implementation: str) -> Any:
     return config
 
 
+def build_text_model(model_cls: type, text_config: Any, num_layers: int | None, attn_implementation: str) -> nn.Module:
+    """A transformers text model keeping its first ``num_layers`` layers (the base config is not modified)."""
+    import copy
+
+    tc = set_attn(copy.deepcopy(text_config), attn_implementation)
+    if num_layers is not None:
+        tc.num_hidden_layers = num_layers
+        if getattr(tc, "layer_types", None):
+            tc.layer_types = list(tc.layer_types)[:num_layers]
+    return model_cls(tc)
+
+
+def load_tokenizer(base_dir: str | Path):
+    """The base model's tokenizer (no remote code), padding on the right as the reference."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(base_dir), padding_side="right")
+
+
 def rebuild_meta_buffers(module: nn.Module, device: torch.device) -> None:
     """Recreate submodules whose buffers are still on the meta device after an ``assign`` load.
 

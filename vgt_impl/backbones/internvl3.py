@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .common import BaseConfig, read_config_json, set_attn
+from .common import BaseConfig, build_text_model, load_tokenizer, read_config_json, set_attn  # noqa: F401
 
 FAMILY = "internvl3"
 # The InternVL VGT-AE was trained in bf16 with its ImageNet mean/std buffers rounded to bf16; the released weights
@@ -112,18 +112,7 @@ def build_language_model(
     """transformers' Qwen2Model (the InternVL3 LLM), optionally keeping the first ``num_layers`` layers."""
     from transformers import Qwen2Model
 
-    tc = set_attn(copy.deepcopy(text_config), attn_implementation)
-    if num_layers is not None:
-        tc.num_hidden_layers = num_layers
-        if getattr(tc, "layer_types", None):
-            tc.layer_types = list(tc.layer_types)[:num_layers]
-    return Qwen2Model(tc)
-
-
-def load_tokenizer(base_dir: str | Path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(base_dir), padding_side="right")
+    return build_text_model(Qwen2Model, text_config, num_layers, attn_implementation)
 
 
 _VIT_RENAMES = [

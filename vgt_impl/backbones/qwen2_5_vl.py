@@ -11,7 +11,7 @@ from einops import rearrange
 from torch import nn
 
 from ..config import CLIP_MEAN, CLIP_STD
-from .common import BaseConfig, read_config_json, set_attn
+from .common import BaseConfig, build_text_model, load_tokenizer, read_config_json, set_attn  # noqa: F401
 
 FAMILY = "qwen2_5_vl"
 PIXEL_MEAN = CLIP_MEAN  # the Qwen VGT-AE normalises with the CLIP constants, in fp32
@@ -58,18 +58,7 @@ def build_language_model(
     """transformers' Qwen2.5-VL text model, keeping the first ``num_layers`` layers (the AR model keeps 18 of 36)."""
     from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLTextModel
 
-    tc = set_attn(copy.deepcopy(text_config), attn_implementation)
-    if num_layers is not None:
-        tc.num_hidden_layers = num_layers
-        if getattr(tc, "layer_types", None):
-            tc.layer_types = list(tc.layer_types)[:num_layers]
-    return Qwen2_5_VLTextModel(tc)
-
-
-def load_tokenizer(base_dir: str | Path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(base_dir), padding_side="right")
+    return build_text_model(Qwen2_5_VLTextModel, text_config, num_layers, attn_implementation)
 
 
 def map_ae_state_dict(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
