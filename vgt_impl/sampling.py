@@ -33,13 +33,29 @@ def cfg_for_group(schedule: str, cfg_scale: float, group_index: int, num_groups:
     raise ValueError(f"cfg_schedule={schedule!r}: expected one of {CFG_SCHEDULES}")
 
 
-def draw_noise(shape: tuple[int, ...], device: torch.device, noise_fn: NoiseFn | None,
-               generator: torch.Generator | None) -> torch.Tensor:
-    """Noise from ``noise_fn`` (replay) or drawn on the CPU in fp32 (so a seed means the same image on any device)."""
-    if noise_fn is not None:
-        return noise_fn(shape, torch.float32, device).to(device=device, dtype=torch.float32)
-    cpu = torch.device("cpu")  # CPU draws keep seeds device-independent
-    return torch.randn(shape, generator=generator, dtype=torch.float32, device=cpu).to(device, non_blocking=True)
+class NoiseSource:
+    """The sampler's random draws for one token group, in the reference order (initial noise, then one per SDE step).
+
+    ``noise_fn`` (replay) is called once per draw. Otherwise all draws of the group come from the CPU generator (so a
+    seed means the same image on any device) and reach the device in ONE copy, pinned where that applies, instead of
+    one blocking host-to-device copy per flow step.
+    """
+
+    def __init__(self, draws: int, shape: tuple[int, int], device: torch.device, noise_fn: NoiseFn | None,
+                 generator: torch.Generator | None):
+        self.shape, self.device, self.noise_fn = shape, device, noise_fn
+        self.block: list[torch.Tensor] | None = None
+        if noise_fn is None:
+            cpu = torch.device("cpu")  # CPU draws keep seeds device-independent
+            block = torch.stack([torch.randn(shape, generator=generator, device=cpu) for _ in range(draws)])
+            if device.type != "cpu" and torch.cuda.is_available():
+                block = block.pin_memory()
+            self.block = list(block.to(device, non_blocking=True).unbind(0))
+
+    def next(self) -> torch.Tensor:
+        if self.block is not None:
+            return self.block.pop(0)
+        return self.noise_fn(self.shape, torch.float32, self.device).to(device=self.device, dtype=torch.float32)
 
 
 def _velocity(head, x: torch.Tensor, t_emb: torch.Tensor, c_emb: torch.Tensor, cfg: float, guided: bool):
@@ -66,7 +82,8 @@ def sample_tokens(
     ts = time_grid(num_steps, last_step_size)
     t_embs = head.embed_time(ts.to(device=device)).unsqueeze(1)  # [S, 1, dim]: once per group, no data dependence
     c_emb = head.embed_condition(c)  # [2N|N, dim]: once per group
-    x = draw_noise((n, head.input_dim), device, noise_fn, generator)  # [N, C]
+    noise = NoiseSource(num_steps if method == "sde" else 1, (n, head.input_dim), device, noise_fn, generator)
+    x = noise.next()  # [N, C]
     tl = ts.tolist()
     for i in range(num_steps - 1):
         t, dt = tl[i], tl[i + 1] - tl[i]
@@ -75,7 +92,7 @@ def sample_tokens(
             x = x + v * dt
             continue
         # Euler-Maruyama with drift v + (1-t) * score, score = (t v - x) / (1-t): drift = (1+t) v - x.
-        w = draw_noise((n, head.input_dim), device, noise_fn, generator)
+        w = noise.next()
         x = torch.add(x * (1.0 - dt), v, alpha=(1.0 + t) * dt).add_(w, alpha=(2.0 * (1.0 - t) * dt) ** 0.5)
     v = _velocity(head, x, t_embs[-1], c_emb, cfg_scale, guided)
     return x + v * last_step_size  # final deterministic step
