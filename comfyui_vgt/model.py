@@ -57,7 +57,7 @@ class VGTAEHandle:
     def load(self) -> None:
         import comfy.model_management as mm
 
-        mm.load_models_gpu([self.patcher])
+        mm.load_models_gpu([self.patcher], force_full_load=True)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         self.load()
@@ -84,7 +84,9 @@ class VGTModelHandle:
         import comfy.model_management as mm
 
         patchers = [self.patcher] + ([self.ae.patcher] if with_ae and self.ae is not None else [])
-        mm.load_models_gpu(patchers)
+        # Full loads: the networks are plain torch modules (no comfy.ops weight casting), so a partial low-VRAM load
+        # would leave some layers on the CPU. ComfyUI still frees other models to make room and offloads these after.
+        mm.load_models_gpu(patchers, force_full_load=True)
 
 
 def load_model(ar_path, base_dir, *, ae_path=None, ae_base_dir=None, decoder=None, dtype_name="auto",
