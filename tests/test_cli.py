@@ -45,7 +45,9 @@ def test_generate_and_reconstruct_write_pngs(reference_dir, tmp_path):
     q = reference_dir / "qwen25vl"
     base = q / "base" / "Qwen2.5-VL-3B-Instruct-tiny"
     dec = q / "base" / "dc-ae-f32c32-sana-1.1-diffusers-tiny"
-    args = ["generate", "a red apple", "--ar", str(q / "ar" / "iter_5000.pth"), "--base-model", str(base),
+    converted = tmp_path / "vgt_qwen.safetensors"
+    assert main(["convert", str(q / "ar" / "iter_5000.pth"), "--out", str(converted)]) == 0
+    args = ["generate", "a red apple", "--ar", str(converted), "--base-model", str(base),
             "--decoder", str(dec), "--size", "112", "--steps", "3", "--acc-ratio", "4", "--seed", "1",
             "--num-images", "2", "--out", str(tmp_path / "gen")]
     assert main(args) == 0

@@ -73,7 +73,6 @@ class _Decoder:
         self.mask: torch.Tensor | None = None  # running attention mask (corrected mode)
         self.last_pos: torch.Tensor | None = None  # [R, 1] last position id per row
         self.text_len = prefix.text_embeds.shape[1]
-        self.calls = 0
         self.groups_done = 0  # groups sampled so far
 
     def _llm(self, embeds: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -83,7 +82,6 @@ class _Decoder:
         )
         self.cache = out.past_key_values
         self.last_pos = position_ids[:, -1:]
-        self.calls += 1
         return out.last_hidden_state
 
     def prefill(self, tail: torch.Tensor) -> torch.Tensor:
