@@ -120,7 +120,8 @@ def build(graph: list[dict], specs: dict) -> tuple[dict, dict]:
         outputs = [{"name": nm, "type": t, "links": out_links.get((n["id"], i), []), "slot_index": i}
                    for i, (t, nm) in enumerate(zip(spec["output"], spec["output_name"]))]
         ui_nodes.append({
-            "id": n["id"], "type": n["type"], "pos": list(n["pos"]), "size": [320, 60 + 26 * (len(inputs) + 4)],
+            "id": n["id"], "type": n["type"], "pos": [round(n["pos"][0] * 1.15), n["pos"][1]],
+            "size": [320, 60 + 26 * (len(inputs) + 4)],
             "flags": {}, "order": order, "mode": 0, "inputs": inputs, "outputs": outputs,
             "properties": {"Node name for S&R": n["type"]}, "widgets_values": widget_values(spec, n.get("widgets", {})),
             **({"title": n["title"]} if "title" in n else {}),
@@ -173,10 +174,10 @@ GRAPHS = {
     "vgt_parallel_decoding": [
         loader(1),
         prompt(2, 1, "a small cabin near a quiet lake under the evening sky, soft warm light", (380, 0)),
-        *[{"id": 3 + k, "type": "VGTQueryARSampler", "pos": (760, 300 * k), "title": f"QueryAR, {acc} token(s) per step",
+        *[{"id": 3 + k, "type": "VGTQueryARSampler", "pos": (760, 560 * k), "title": f"QueryAR, {acc} token(s) per step",
            "widgets": dict(SAMPLING, parallel_tokens=acc), "links": {"model": (1, 0), "positive": (2, 0)}}
           for k, acc in enumerate((1, 4, 16))],
-        *[{"id": 6 + k, "type": "VGTAEDecode", "pos": (1140, 300 * k), "links": {"vgt_ae": (1, 1), "samples": (3 + k, 0)}}
+        *[{"id": 6 + k, "type": "VGTAEDecode", "pos": (1140, 560 * k), "links": {"vgt_ae": (1, 1), "samples": (3 + k, 0)}}
           for k in range(3)],
         {"id": 9, "type": "ImageStitch", "pos": (1440, 0), "widgets": {"direction": "right", "spacing_width": 8},
          "links": {"image1": (6, 0), "image2": (7, 0)}},
@@ -217,10 +218,10 @@ GRAPHS = {
         prompt(3, 1, "a photograph", (380, 0)),
         {"id": 4, "type": "VGTAEEncode", "pos": (380, 300), "widgets": {"fit": "center_crop"},
          "links": {"vgt_ae": (1, 1), "image": (2, 0)}},
-        *[{"id": 5 + k, "type": "VGTVariation", "pos": (760, 300 * k), "title": f"variation, strength {s}",
+        *[{"id": 5 + k, "type": "VGTVariation", "pos": (760, 560 * k), "title": f"variation, strength {s}",
            "widgets": dict(SAMPLING, strength=s), "links": {"model": (1, 0), "positive": (3, 0), "samples": (4, 0)}}
           for k, s in enumerate((0.25, 0.5, 0.75))],
-        *[{"id": 8 + k, "type": "VGTAEDecode", "pos": (1140, 300 * k), "links": {"vgt_ae": (1, 1), "samples": (5 + k, 0)}}
+        *[{"id": 8 + k, "type": "VGTAEDecode", "pos": (1140, 560 * k), "links": {"vgt_ae": (1, 1), "samples": (5 + k, 0)}}
           for k in range(3)],
         {"id": 11, "type": "ImageStitch", "pos": (1440, 0), "widgets": {"direction": "right", "spacing_width": 8},
          "links": {"image1": (2, 0), "image2": (8, 0)}},
