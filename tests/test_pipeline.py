@@ -136,3 +136,22 @@ def test_context_keeps_known_tokens_bit_identical(pipe, mode):
     keep = ~mask.unsqueeze(1).expand_as(known)
     assert torch.equal(out[keep], known[keep])
     assert (out[~keep] - known[~keep]).abs().min() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_weights_run_end_to_end(reference_dir, dtype):
+    """What GPUs run: bf16/fp16 weights, fp32 sampler math, float32 latents and images out."""
+    from vgt_impl import VGTPipeline
+
+    q = reference_dir / "internvl3" / "base"
+    pipe = VGTPipeline.from_pretrained(reference_dir / "internvl3" / "ar" / "iter_5000.pth",
+                                       base_model=q / "InternVL3-2B-tiny", ae_base_model=q / "InternVL3-1B-tiny",
+                                       decoder_config=q / "dc-ae-f32c32-sana-1.1-diffusers-tiny", dtype=dtype)
+    assert pipe.dtype == dtype and pipe.ae.dtype == dtype
+    out = pipe.generate([P1, P2], height=112, width=84, num_flow_steps=3, acc_ratio=3, mode="corrected",
+                        generator=torch.Generator().manual_seed(0))
+    assert out.latents.dtype == out.images.dtype == torch.float32 and torch.isfinite(out.images).all()
+    z = pipe.ae.encode(out.images.clamp(-1, 1))
+    edited = pipe.generate([P1, P2], height=112, width=84, num_flow_steps=2, context=(z, torch.rand(2, 4, 3) > 0.5),
+                           generator=torch.Generator().manual_seed(1), decode=False)
+    assert edited.latents.shape == (2, 32, 4, 3)
