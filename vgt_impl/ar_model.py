@@ -70,6 +70,6 @@ def ar_config_from_shapes(
         mlp_ratio=float(mlp_hidden) / float(head_dim),
     )
     return ARConfig(
-        family=family, text_config={}, num_layers=num_layers, hidden_size=hidden,
+        family=family, num_layers=num_layers, hidden_size=hidden,
         query_grid=(int(qg[2]), int(qg[3])), latent_dim=int(in_dim), flow_head=fh,
     )

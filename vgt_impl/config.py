@@ -45,11 +45,8 @@ class AEConfig:
     hidden_size: int = 2048  # width of the vision features after merger / mlp1 (= down_blocks width)
     encoder_norm: bool = True  # channel LayerNorm on the latent
     num_res_blocks: int = 3
-    # Vision tower config (the family's transformers config as a dict) and the DC-AE decoder config (diffusers).
-    vision_config: dict[str, Any] = field(default_factory=dict)
+    # The DC-AE decoder config (diffusers AutoencoderDC); the vision tower's comes from the base model folder.
     decoder_config: dict[str, Any] = field(default_factory=dict)
-    # InternVL: projector input = vision hidden * (1/downsample_ratio)^2
-    downsample_ratio: float = 0.5
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,8 +54,7 @@ class AEConfig:
 
 @dataclass
 class ARConfig:
-    family: str = "qwen2_5_vl"
-    text_config: dict[str, Any] = field(default_factory=dict)  # the LLM's transformers config as a dict
+    family: str = "qwen2_5_vl"  # the LLM's own config comes from the base model folder
     num_layers: int | None = None  # LLM layers kept (Qwen AR keeps the first half); None = all
     hidden_size: int = 2048
     query_grid: tuple[int, int] = (64, 64)  # max latent grid (h, w) of the learnable queries
