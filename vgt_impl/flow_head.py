@@ -7,10 +7,14 @@ match the official ``image_head.net.*`` keys (the head follows the NextStep-1 / 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .config import FlowHeadConfig
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -29,10 +33,12 @@ def timestep_features(t: torch.Tensor, dim: int = 256, max_period: float = 10000
 
 
 class TimestepEmbedder(nn.Module):
-    def __init__(self, dim: int, frequency_embedding_size: int = 256):
+    def __init__(self, dim: int, frequency_embedding_size: int = 256, **factory: Any):
         super().__init__()
         self.frequency_embedding_size = frequency_embedding_size
-        self.mlp = nn.Sequential(nn.Linear(frequency_embedding_size, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.mlp = nn.Sequential(
+            nn.Linear(frequency_embedding_size, dim, **factory), nn.SiLU(), nn.Linear(dim, dim, **factory)
+        )
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         feats = timestep_features(t, self.frequency_embedding_size)  # [N, F] fp32
@@ -42,12 +48,12 @@ class TimestepEmbedder(nn.Module):
 class AdaLNBlock(nn.Module):
     """LayerNorm -> shift/scale from y -> MLP -> gated residual."""
 
-    def __init__(self, dim: int, mlp_ratio: float = 1.0):
+    def __init__(self, dim: int, mlp_ratio: float = 1.0, **factory: Any):
         super().__init__()
         hidden = int(dim * mlp_ratio)
-        self.in_ln = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.SiLU(), nn.Linear(hidden, dim))
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 3 * dim))
+        self.in_ln = nn.LayerNorm(dim, eps=1e-6, **factory)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden, **factory), nn.SiLU(), nn.Linear(hidden, dim, **factory))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 3 * dim, **factory))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         shift, scale, gate = self.adaLN_modulation(y).chunk(3, dim=-1)  # [N, dim] each
@@ -55,11 +61,11 @@ class AdaLNBlock(nn.Module):
 
 
 class FinalLayer(nn.Module):
-    def __init__(self, dim: int, out_dim: int):
+    def __init__(self, dim: int, out_dim: int, **factory: Any):
         super().__init__()
         self.norm_final = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.linear = nn.Linear(dim, out_dim)
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+        self.linear = nn.Linear(dim, out_dim, **factory)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim, **factory))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         shift, scale = self.adaLN_modulation(y).chunk(2, dim=-1)
@@ -70,14 +76,22 @@ class FlowHead(nn.Module):
     """Velocity network v(x, t, c) for one 32-d token, conditioned on the LLM's (projected) hidden state c."""
 
     def __init__(self, input_dim: int = 32, cond_dim: int = 2048, dim: int = 1536, layers: int = 12,
-                 mlp_ratio: float = 1.0):
+                 mlp_ratio: float = 1.0, frequency_embedding_size: int = 256, *,
+                 dtype: torch.dtype | None = None, device: torch.device | str | None = None):
         super().__init__()
+        factory = {"dtype": dtype, "device": device}
         self.input_dim = input_dim
-        self.time_embed = TimestepEmbedder(dim)
-        self.cond_embed = nn.Linear(cond_dim, dim)
-        self.input_proj = nn.Linear(input_dim, dim)
-        self.res_blocks = nn.ModuleList(AdaLNBlock(dim, mlp_ratio) for _ in range(layers))
-        self.final_layer = FinalLayer(dim, input_dim)
+        self.time_embed = TimestepEmbedder(dim, frequency_embedding_size, **factory)
+        self.cond_embed = nn.Linear(cond_dim, dim, **factory)
+        self.input_proj = nn.Linear(input_dim, dim, **factory)
+        self.res_blocks = nn.ModuleList(AdaLNBlock(dim, mlp_ratio, **factory) for _ in range(layers))
+        self.final_layer = FinalLayer(dim, input_dim, **factory)
+
+    @classmethod
+    def from_config(cls, config: FlowHeadConfig, **factory: Any) -> FlowHead:
+        """Build from a :class:`FlowHeadConfig`; ``factory`` = ``dtype`` / ``device``."""
+        return cls(config.input_dim, config.cond_dim, config.dim, config.layers, config.mlp_ratio,
+                   config.frequency_embedding_size, **factory)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -89,15 +103,15 @@ class FlowHead(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """x [N, C], t [N] in [0, 1], c [N, cond_dim] -> velocity [N, C]."""
-        return self.forward_embedded(x, self.time_embed(t), self.embed_condition(c))
+        return self.forward_embedded(x, self.embed_time(t), self.embed_condition(c))  # [N, C]
 
     def embed_condition(self, c: torch.Tensor) -> torch.Tensor:
         """The part that depends only on c: computed once per token group, not once per flow step."""
         return self.cond_embed(c.to(self.dtype))  # [N, dim]
 
     def embed_time(self, t: torch.Tensor) -> torch.Tensor:
-        """Time embeddings [N, dim]; for a fixed time grid they can be computed once per generation."""
-        return self.time_embed(t)
+        """Time embeddings: t [N] (or a scalar) -> [N, dim]; for a fixed time grid compute them once per generation."""
+        return self.time_embed(t.reshape(-1))
 
     def forward_embedded(self, x: torch.Tensor, t_emb: torch.Tensor, c_emb: torch.Tensor) -> torch.Tensor:
         """Velocity from precomputed embeddings; t_emb broadcasts ([1, dim] or [N, dim]).
@@ -119,3 +133,14 @@ class FlowHead(nn.Module):
         shift, scale = F.linear(sy, fl.adaLN_modulation[1].weight, fl.adaLN_modulation[1].bias).chunk(2, dim=-1)
         hn = torch.addcmul(shift, F.layer_norm(h, (dim,), eps=fl.norm_final.eps), 1 + scale)
         return F.linear(hn, fl.linear.weight, fl.linear.bias)  # [N, C]
+
+
+def config_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> FlowHeadConfig:
+    """Sizes of a head from its weights (keys as the official ``image_head.net.*`` without that prefix)."""
+    dim, input_dim = state_dict["input_proj.weight"].shape
+    layers = len({k.split(".")[1] for k in state_dict if k.startswith("res_blocks.")})
+    hidden = state_dict["res_blocks.0.mlp.0.weight"].shape[0] if layers else dim
+    return FlowHeadConfig(
+        input_dim=int(input_dim), cond_dim=int(state_dict["cond_embed.weight"].shape[1]), dim=int(dim), layers=layers,
+        mlp_ratio=hidden / dim, frequency_embedding_size=int(state_dict["time_embed.mlp.0.weight"].shape[1]),
+    )
