@@ -6,12 +6,13 @@ parallel, ``acc_ratio`` tokens per group (the first ``n % G`` groups get one ext
 
 from __future__ import annotations
 
+import numbers
 import random
 from collections.abc import Sequence
 
 import torch
 
-ORDERS = ("random", "raster", "center_out", "checkerboard")
+ORDERS = ("random", "raster", "center_out", "checkerboard", "spiral")
 
 
 def group_sizes(n_tokens: int, acc_ratio: int) -> list[int]:
@@ -27,10 +28,16 @@ def check_acc_ratio(acc_ratio: int, n_tokens: int) -> None:
         raise ValueError(f"acc_ratio={acc_ratio!r} must be an int from 1 to the number of tokens ({n_tokens})")
 
 
-def _random(n: int, seed: int | None) -> list[int]:
-    gen = torch.Generator()  # CPU generator: the same permutation as the reference's manual_seed + randperm
-    gen.manual_seed(int(seed) if seed is not None else random.randrange(2**63))  # never seeds the global RNG
-    return torch.randperm(n, generator=gen).tolist()
+def random_order(n: int, seed: int | None = None, generator: torch.Generator | None = None) -> list[int]:
+    """The reference's random order: ``torch.randperm(n)`` after ``torch.manual_seed(seed)``, from a private generator.
+
+    A CPU generator seeded with ``seed`` gives the same permutation as the reference's global seeding, without touching
+    the global RNG. ``generator`` (a CPU generator) is used as is; with neither, the order is fresh each call.
+    """
+    if generator is None:
+        generator = torch.Generator()  # CPU: randperm's stream is then the reference's
+        generator.manual_seed(int(seed) if seed is not None else random.randrange(2**63))
+    return torch.randperm(n, generator=generator).tolist()
 
 
 def _center_out(h: int, w: int) -> list[int]:
@@ -43,20 +50,34 @@ def _checkerboard(h: int, w: int) -> list[int]:
     return sorted(range(h * w), key=lambda i: (((i // w) + (i % w)) % 2, i))
 
 
-def named_order(name: str, h: int, w: int, seed: int | None = None) -> list[int]:
-    """A permutation of range(h*w) by name."""
+def _spiral(h: int, w: int) -> list[int]:
+    """Clockwise from the top-left corner inwards."""
+    out, top, bottom, left, right = [], 0, h - 1, 0, w - 1
+    while top <= bottom and left <= right:
+        out += [top * w + x for x in range(left, right + 1)]
+        out += [y * w + right for y in range(top + 1, bottom + 1)]
+        if top < bottom:
+            out += [bottom * w + x for x in range(right - 1, left - 1, -1)]
+        if left < right:
+            out += [y * w + left for y in range(bottom - 1, top, -1)]
+        top, bottom, left, right = top + 1, bottom - 1, left + 1, right - 1
+    return out
+
+
+def named_order(name: str, h: int, w: int, seed: int | None = None,
+                generator: torch.Generator | None = None) -> list[int]:
+    """A permutation of range(h*w) by name (see :data:`ORDERS`)."""
     if name == "random":
-        return _random(h * w, seed)
-    if name == "raster":
-        return list(range(h * w))
-    if name == "center_out":
-        return _center_out(h, w)
-    if name == "checkerboard":
-        return _checkerboard(h, w)
-    raise ValueError(f"order={name!r}: expected one of {ORDERS} or an explicit list of token groups")
+        return random_order(h * w, seed, generator)
+    builders = {"raster": lambda: list(range(h * w)), "center_out": lambda: _center_out(h, w),
+                "checkerboard": lambda: _checkerboard(h, w), "spiral": lambda: _spiral(h, w)}
+    if name not in builders:
+        raise ValueError(f"order={name!r}: expected one of {ORDERS} or an explicit list of token groups")
+    return builders[name]()
 
 
 def split(order: Sequence[int], acc_ratio: int) -> list[list[int]]:
+    """A flat order -> consecutive groups of the reference sizes."""
     groups, start = [], 0
     for size in group_sizes(len(order), acc_ratio):
         groups.append(list(order[start : start + size]))
@@ -64,16 +85,31 @@ def split(order: Sequence[int], acc_ratio: int) -> list[list[int]]:
     return groups
 
 
+def _is_index(i: object) -> bool:
+    if torch.is_tensor(i):
+        return i.ndim == 0 and not i.is_floating_point() and not i.is_complex() and i.dtype != torch.bool
+    return isinstance(i, numbers.Integral) and not isinstance(i, bool)
+
+
+def _token(i: object, k: int, n_tokens: int) -> int:
+    if not _is_index(i):
+        raise ValueError(f"order: group {k} holds {i!r}, not an integer token index")
+    i = int(i)
+    if not 0 <= i < n_tokens:
+        raise ValueError(f"order: token {i} in group {k} is out of range 0..{n_tokens - 1}")
+    return i
+
+
 def validate_groups(groups: Sequence[Sequence[int]], n_tokens: int) -> list[list[int]]:
-    """Explicit groups must be non-empty and together a permutation of range(n_tokens)."""
+    """Explicit groups must be non-empty lists of ints that together are a permutation of range(n_tokens)."""
     out, seen = [], set()
     for k, g in enumerate(groups):
-        g = [int(i) for i in g]
+        if _is_index(g) or isinstance(g, (str, bytes)) or not hasattr(g, "__iter__"):
+            raise ValueError(f"order: item {k} is {g!r}; give a flat list of token indices or a list of groups")
+        g = [_token(i, k, n_tokens) for i in g]
         if not g:
             raise ValueError(f"order: group {k} is empty")
         for i in g:
-            if not 0 <= i < n_tokens:
-                raise ValueError(f"order: token {i} in group {k} is out of range 0..{n_tokens - 1}")
             if i in seen:
                 raise ValueError(f"order: token {i} appears twice (group {k}); the order must be a permutation")
             seen.add(i)
@@ -85,17 +121,25 @@ def validate_groups(groups: Sequence[Sequence[int]], n_tokens: int) -> list[list
 
 
 def make_groups(
-    h: int, w: int, *, acc_ratio: int = 1, order: str | Sequence = "random", seed: int | None = None
+    h: int, w: int, *, acc_ratio: int = 1, order: str | Sequence = "random", seed: int | None = None,
+    generator: torch.Generator | None = None,
 ) -> list[list[int]]:
     """Groups of flat token indices in decoding order.
 
-    ``order``: a name from :data:`ORDERS`, a flat permutation (grouped by ``acc_ratio``), or explicit groups.
+    ``order``: a name from :data:`ORDERS` (``random`` uses ``generator`` or ``seed``), a flat permutation (grouped by
+    ``acc_ratio``), or explicit groups (used as given). Never seeds the global RNG.
     """
-    n = h * w
+    if not all(isinstance(v, numbers.Integral) and v >= 1 for v in (h, w)):
+        raise ValueError(f"latent size {h!r}x{w!r}: expected positive ints")
+    n = int(h) * int(w)
     check_acc_ratio(acc_ratio, n)
     if isinstance(order, str):
-        return split(named_order(order, h, w, seed), acc_ratio)
+        return split(named_order(order, h, w, seed, generator), acc_ratio)
     items = list(order)
-    if items and all(isinstance(i, int) or (torch.is_tensor(i) and i.ndim == 0) for i in items):
+    flat = [_is_index(i) for i in items]
+    if any(flat) and not all(flat):
+        bad = items[flat.index(False)]
+        raise ValueError(f"order mixes token indices with {bad!r}: give a flat permutation or a list of groups")
+    if any(flat):
         return split(validate_groups([items], n)[0], acc_ratio)
     return validate_groups(items, n)
