@@ -13,11 +13,13 @@ from .config import LATENT_STRIDE
 class QueryGrid(nn.Module):
     """Learnable queries + positions on a max grid (64x64 = 1792 px), centre-cropped to (h, w)."""
 
-    def __init__(self, dim: int, max_size: tuple[int, int] = (64, 64)):
+    def __init__(self, dim: int, max_size: tuple[int, int] = (64, 64), *, dtype: torch.dtype | None = None,
+                 device: torch.device | str | None = None):
         super().__init__()
         mh, mw = max_size
-        self.query_grid = nn.Parameter(torch.randn(1, dim, mh, mw) / math.sqrt(dim))  # official max_metaquery
-        self.pos_grid = nn.Parameter(torch.randn(1, dim, mh, mw) * 0.02)  # official pos_encoding.grid_embed
+        shape, factory = (1, dim, mh, mw), {"dtype": dtype, "device": device}
+        self.query_grid = nn.Parameter(torch.randn(shape, **factory) / math.sqrt(dim))  # official max_metaquery
+        self.pos_grid = nn.Parameter(torch.randn(shape, **factory) * 0.02)  # official pos_encoding.grid_embed
 
     @property
     def max_size(self) -> tuple[int, int]:
@@ -37,5 +39,5 @@ class QueryGrid(nn.Module):
                 f"latent size {h}x{w} ({h * LATENT_STRIDE}x{w * LATENT_STRIDE} px) is outside the query grid: "
                 f"at most {mh}x{mw} tokens ({mh * LATENT_STRIDE}x{mw * LATENT_STRIDE} px)"
             )
-        pos = self.crop(self.pos_grid, h, w)
-        return self.crop(self.query_grid, h, w) + pos, pos
+        pos = self.crop(self.pos_grid, h, w)  # [1, h*w, D]
+        return self.crop(self.query_grid, h, w) + pos, pos  # the reference adds pos to the metaquery
