@@ -78,7 +78,7 @@ def _velocity(head, x: torch.Tensor, t_emb: torch.Tensor, c_emb: torch.Tensor, c
     return torch.lerp(v_u, v_c, cfg)  # v_u + cfg * (v_c - v_u)
 
 
-def _check(head, c: torch.Tensor, guided: bool, method: str, num_steps: int, t_embs: torch.Tensor | None) -> int:
+def _check(c: torch.Tensor, guided: bool, method: str, num_steps: int, t_embs: torch.Tensor | None) -> int:
     """Validate the arguments of :func:`sample_tokens`; returns the number of tokens N."""
     if method not in METHODS:
         raise ValueError(f"sampler method {method!r}: expected one of {METHODS}")
@@ -103,7 +103,7 @@ def sample_tokens(
     ``time_embeddings``: :func:`embed_time_grid` of the same grid, to compute them once per generation.
     """
     guided = cfg_scale > 1.0
-    n = _check(head, c, guided, method, num_steps, time_embeddings)
+    n = _check(c, guided, method, num_steps, time_embeddings)
     tl = time_grid(num_steps, last_step_size).tolist()  # CPU floats: no device sync in the loop
     t_embs = embed_time_grid(head, num_steps, last_step_size) if time_embeddings is None else time_embeddings
     c_emb = head.embed_condition(c)  # [2N|N, dim]: once per group, not once per step
