@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .sampling import cfg_for_group, sample_tokens
+from .sampling import cfg_for_group, embed_time_grid, sample_tokens
 
 Callback = Callable[[int, int, torch.Tensor], None]
 NoiseFn = Callable[[tuple[int, ...], torch.dtype, torch.device], torch.Tensor]
@@ -159,6 +159,7 @@ def decode(
         ctx_lat = dec.model.embed_latents(context.latents.to(device), dec.pos[:, idx]).repeat(cfg_rows, 1, 1)
         tail = _interleave(dec.queries[:, idx].expand(dec.rows, -1, -1), ctx_lat)  # [R, 2K, D]
     num_groups = len(groups)
+    t_embs = embed_time_grid(model.flow_head, settings.num_flow_steps, settings.last_step_size)  # once per generation
     pending = None
     for k in range(num_groups):
         idx = flat[bounds[k]:bounds[k + 1]]  # [g] (a view: no host-device copy per group)
@@ -173,7 +174,7 @@ def decode(
         cfg = cfg_for_group(settings.cfg_schedule, settings.cfg_scale, k, num_groups) if cfg_rows == 2 else 1.0
         x = sample_tokens(
             model.flow_head, cond, cfg_scale=cfg, num_steps=settings.num_flow_steps, method=settings.sampler,
-            last_step_size=settings.last_step_size, noise_fn=noise_fn, generator=generator,
+            last_step_size=settings.last_step_size, noise_fn=noise_fn, generator=generator, time_embeddings=t_embs,
         )  # [B*g, C]
         x = F.layer_norm(x.float(), (c,), eps=1e-6).view(batch, g, c)  # per-token LayerNorm, no affine
         out[:, idx] = x
