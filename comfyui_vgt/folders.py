@@ -17,17 +17,13 @@ EXTENSIONS = {".pth", ".pt", ".bin", ".safetensors"}
 
 
 def register() -> None:
-    """Add ``models/vgt`` to folder_paths (no directory is created)."""
+    """Add ``models/vgt`` to folder_paths, after any ``vgt:`` entries of extra_model_paths.yaml (nothing is created)."""
     import folder_paths
 
-    default = os.path.join(folder_paths.models_dir, FOLDER)
-    if FOLDER in folder_paths.folder_names_and_paths:
-        paths, exts = folder_paths.folder_names_and_paths[FOLDER]
-        if default not in paths:
-            paths.append(default)
-        folder_paths.folder_names_and_paths[FOLDER] = (paths, set(exts) | EXTENSIONS)
-    else:
-        folder_paths.folder_names_and_paths[FOLDER] = ([default], set(EXTENSIONS))
+    folder_paths.add_model_folder_path(FOLDER, os.path.join(folder_paths.models_dir, FOLDER))
+    paths, exts = folder_paths.folder_names_and_paths[FOLDER]
+    # extra_model_paths.yaml creates unknown folder names with no extensions (= every file): list checkpoints only.
+    folder_paths.folder_names_and_paths[FOLDER] = (paths, set(exts) | EXTENSIONS)
 
 
 def roots() -> list[Path]:

@@ -8,6 +8,21 @@ models_dir = os.path.join(base_path, "models")
 folder_names_and_paths: dict = {}
 
 
+def add_model_folder_path(folder_name, full_folder_path, is_default=False):
+    if folder_name in folder_names_and_paths:
+        paths, _exts = folder_names_and_paths[folder_name]
+        if full_folder_path in paths:
+            if is_default and paths[0] != full_folder_path:
+                paths.remove(full_folder_path)
+                paths.insert(0, full_folder_path)
+        elif is_default:
+            paths.insert(0, full_folder_path)
+        else:
+            paths.append(full_folder_path)
+    else:
+        folder_names_and_paths[folder_name] = ([full_folder_path], set())
+
+
 def get_folder_paths(folder_name):
     return folder_names_and_paths[folder_name][0][:]
 
@@ -20,7 +35,7 @@ def get_filename_list(folder_name):
             continue
         for dirpath, _dirs, files in os.walk(root, followlinks=True):
             for f in files:
-                if os.path.splitext(f)[1].lower() in exts:
+                if os.path.splitext(f)[1].lower() in exts or not exts:
                     out.add(os.path.relpath(os.path.join(dirpath, f), root).replace("\\", "/"))
     return sorted(out)
 
