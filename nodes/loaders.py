@@ -13,10 +13,16 @@ BUILTIN_DCAE = "(built-in DC-AE f32c32)"
 DTYPE_CHOICES = ["auto", "bf16", "fp16", "fp32"]
 
 
-def _attention_choices() -> list[str]:
+# Always listed (saved workflows stay valid on any machine); picking flash_attention_2 without flash-attn is an error.
+ATTENTION_CHOICES = ["sdpa", "eager", "flash_attention_2"]
+
+
+def _check_attention(attention: str) -> None:
     import importlib.util
 
-    return ["sdpa", "eager"] + (["flash_attention_2"] if importlib.util.find_spec("flash_attn") else [])
+    if attention == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise ValueError("attention=flash_attention_2 needs the flash-attn package (pip install flash-attn, CUDA only): "
+                         "pick sdpa")
 
 
 def _decoder(name: str):
@@ -43,16 +49,12 @@ class VGTModelLoader:
                 "ae_base_model": ([SAME_BASE] + vlm, {"default": SAME_BASE, "tooltip": "Base folder of the VGT-AE's encoder: InternVL3-1B for VGT-InternVL3, the same Qwen2.5-VL folder for VGT-Qwen."}),
                 "decoder_config": ([BUILTIN_DCAE] + folders.base_names("dcae"), {"default": BUILTIN_DCAE, "tooltip": "DC-AE decoder config; the official f32c32 one is built in."}),
                 "dtype": (DTYPE_CHOICES, {"default": "auto", "tooltip": "Weight dtype; auto lets ComfyUI choose (bf16 on recent GPUs)."}),
-                "attention": (_attention_choices(), {"default": "sdpa", "tooltip": "Attention kernel; flash_attention_2 appears when flash-attn is installed."}),
+                "attention": (ATTENTION_CHOICES, {"default": "sdpa", "tooltip": "Attention kernel of the language model: sdpa (PyTorch, fast everywhere), eager, or flash_attention_2 (needs flash-attn on a CUDA GPU)."}),
             }
         }
 
     def load(self, ar_checkpoint, base_model, vgt_ae, ae_base_model, decoder_config, dtype, attention):
-        if attention == "flash_attention_2":
-            import importlib.util
-
-            if importlib.util.find_spec("flash_attn") is None:
-                raise ValueError("attention=flash_attention_2 needs flash-attn installed (pip install flash-attn); use sdpa")
+        _check_attention(attention)
         base = folders.base_path(base_model)
         handle = M.load_model(
             folders.checkpoint_path(ar_checkpoint), base,
