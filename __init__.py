@@ -17,8 +17,22 @@ logger = logging.getLogger(__name__)
 NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}
 
-if importlib.util.find_spec("vgt_impl") is None:  # not pip-installed: use the copy in this folder
-    sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _provide_vgt_impl() -> None:
+    """Not pip-installed: import the library bundled in this folder as ``vgt_impl`` (its ``__init__`` is lazy and
+    cheap), without putting this folder and its generic names (``nodes``, ``tests``) on ``sys.path``."""
+    if "vgt_impl" in sys.modules or importlib.util.find_spec("vgt_impl") is not None:
+        return
+    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vgt_impl")
+    spec = importlib.util.spec_from_file_location("vgt_impl", os.path.join(folder, "__init__.py"),
+                                                  submodule_search_locations=[folder])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["vgt_impl"] = module
+    spec.loader.exec_module(module)
+
+
+_provide_vgt_impl()
 
 if importlib.util.find_spec("folder_paths") is not None and importlib.util.find_spec("comfy") is not None:
     from .comfyui_vgt import folders as _folders

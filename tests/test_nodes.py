@@ -266,3 +266,31 @@ def test_empty_prompt_is_a_clear_error(comfy_env):
     model, _, _ = _model(comfy_env)
     with pytest.raises(ValueError, match="text is empty"):
         NODES["VGTTextEncode"]().encode(model, "   ")
+
+
+# ------------------------------------------------------------------------------------------------------ entry point
+_ENTRY = """
+import importlib.util, sys
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f)]  # as if vgt_impl were not pip-installed
+sys.path[:] = [p for p in sys.path if p not in ("", {root!r})] + {extra!r}
+assert importlib.util.find_spec("vgt_impl") is None
+spec = importlib.util.spec_from_file_location("pack", {init!r}, submodule_search_locations=[{root!r}])
+pack = importlib.util.module_from_spec(spec); sys.modules["pack"] = pack; spec.loader.exec_module(pack)
+import vgt_impl
+assert vgt_impl.__file__.startswith({root!r}), vgt_impl.__file__
+assert importlib.util.find_spec("workflows") is None and {root!r} not in sys.path
+print(len(pack.NODE_CLASS_MAPPINGS))
+"""
+
+
+@pytest.mark.parametrize("with_comfy", [False, True])
+def test_entry_point_without_install(with_comfy):
+    """The pack folder as ComfyUI imports it, library not pip-installed: nodes only when ComfyUI is importable, and the
+    bundled vgt_impl is used without adding the folder (generic names like nodes/tests) to sys.path."""
+    import subprocess
+
+    root = str(Path(__file__).resolve().parents[1])
+    code = _ENTRY.format(root=root, init=root + "/__init__.py", extra=[str(STUBS)] if with_comfy else [])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.strip()) == (len(NODES) if with_comfy else 0)
