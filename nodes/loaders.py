@@ -62,6 +62,9 @@ class VGTModelLoader:
             ae_base_dir=base if ae_base_model == SAME_BASE else folders.base_path(ae_base_model),
             decoder=_decoder(decoder_config), dtype_name=dtype, attention=attention,
         )
+        if handle.ae is None:
+            raise ValueError(f"{ar_checkpoint} embeds no VGT-AE: pick the VGT-AE checkpoint (vgt_ae/vgt_ae_qwen25vl.pth "
+                             f"or vgt_ae_internvl3.pth) in vgt_ae")
         return (handle, handle.ae)
 
 

@@ -152,6 +152,18 @@ def test_missing_model_and_path_escape(comfy_env):
         loader.load(**dict(wf.MODEL, base_model="../Qwen2.5-VL-3B-Instruct"))
 
 
+def test_ar_checkpoint_without_embedded_ae(comfy_env, monkeypatch):
+    import vgt_impl.loading as loading
+
+    real = loading.load_ar_model
+    monkeypatch.setattr(loading, "load_ar_model", lambda *a, **k: (real(*a, **k)[0], {"ae_state_dict": {}}))
+    loader = NODES["VGTModelLoader"]()
+    with pytest.raises(ValueError, match="embeds no VGT-AE"):
+        loader.load(**dict(wf.MODEL, decoder_config=DCAE))
+    model, ae = loader.load(**dict(wf.MODEL, decoder_config=DCAE, vgt_ae="vgt_ae/vgt_ae_qwen25vl.pth"))
+    assert ae is model.ae and ae.family == "qwen2_5_vl"
+
+
 def test_sd_latent_into_vgt_decode_is_refused(comfy_env):
     _, ae, _ = _model(comfy_env)
     with pytest.raises(ValueError, match="not a VGT latent"):
