@@ -25,9 +25,15 @@ def comfy_env(tmp_path, reference_dir):
     yield from comfy_base(tmp_path, reference_dir)
 
 
+@pytest.fixture()
+def comfy_folders(tmp_path):
+    """The same without models: for what needs no weights (runs without the reference fixtures)."""
+    yield from comfy_base(tmp_path, None)
+
+
 # ------------------------------------------------------------------------------------------------------ contract
 @pytest.mark.parametrize("name", sorted(NODES))
-def test_node_contract(name, comfy_env):
+def test_node_contract(name, comfy_folders):
     cls = NODES[name]
     spec = cls.INPUT_TYPES()
     assert set(spec) <= {"required", "optional", "hidden"} and spec["required"]
@@ -56,13 +62,13 @@ STABLE = {
 
 
 @pytest.mark.parametrize("name", sorted(STABLE))
-def test_node_ids_and_input_names_are_stable(name, comfy_env):
+def test_node_ids_and_input_names_are_stable(name, comfy_folders):
     spec = NODES[name].INPUT_TYPES()
     names = [n for section in ("required", "optional") for n in spec.get(section, {})]
     assert names[: len(STABLE[name])] == STABLE[name]
 
 
-def test_seed_has_control_after_generate(comfy_env):
+def test_seed_has_control_after_generate(comfy_folders):
     seed = NODES["VGTQueryARSampler"].INPUT_TYPES()["required"]["seed"]
     assert seed[0] == "INT" and seed[1]["control_after_generate"] and seed[1]["max"] == 0xFFFFFFFFFFFFFFFF
 
@@ -209,7 +215,7 @@ def test_variation_strength_bounds(comfy_env):
     assert ((allnew["samples"] != latent["samples"]).any(dim=1)).all()
 
 
-def test_outpaint_pad(comfy_env):
+def test_outpaint_pad(comfy_folders):
     latent = {"samples": torch.randn(1, 32, 4, 4), "vgt": True, "family": "qwen2_5_vl"}
     out, mask = NODES["VGTOutpaintPad"]().pad(latent, 28, 0, 56, 0)
     assert out["samples"].shape == (1, 32, 4, 7) and mask.shape == (1, 112, 196)
@@ -218,7 +224,7 @@ def test_outpaint_pad(comfy_env):
         NODES["VGTOutpaintPad"]().pad(latent, 30, 0, 0, 0)
 
 
-def test_composite_keeps_original_outside_mask(comfy_env):
+def test_composite_keeps_original_outside_mask(comfy_folders):
     original = torch.rand(1, 130, 150, 3)
     edited = torch.rand(1, 112, 140, 3)
     mask = torch.zeros(1, 112, 140)

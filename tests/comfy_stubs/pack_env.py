@@ -48,10 +48,11 @@ def _example_image(path: Path) -> None:
     Image.fromarray(rgba, "RGBA").save(path)
 
 
-def comfy_base(tmp_path: Path, reference_dir: Path):
+def comfy_base(tmp_path: Path, reference_dir: Path | None):
     """Generator for a ``comfy_env`` fixture: a ComfyUI base dir (models/vgt registered by the pack's own register(),
-    input/example.png); undoes every change to the stand-ins afterwards."""
-    _link_models(tmp_path / "models" / "vgt", reference_dir)
+    holding the tiny models unless ``reference_dir`` is None; input/example.png); undoes every change afterwards."""
+    if reference_dir is not None:
+        _link_models(tmp_path / "models" / "vgt", reference_dir)
     _example_image(tmp_path / "input" / "example.png")
     old = dict(folder_paths.folder_names_and_paths)
     old_base, old_models = folder_paths.base_path, folder_paths.models_dir
