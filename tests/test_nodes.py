@@ -17,18 +17,9 @@ if str(STUBS) not in sys.path:
 import comfy.model_management as mm  # noqa: E402
 import comfy.utils  # noqa: E402
 import folder_paths  # noqa: E402
-from pack_env import DCAE, NODES, PACK, comfy_base, wf  # noqa: E402
+from pack_env import DCAE, NODES, PACK, wf  # noqa: E402
 
-
-@pytest.fixture()
-def comfy_env(tmp_path, reference_dir):
-    yield from comfy_base(tmp_path, reference_dir)
-
-
-@pytest.fixture()
-def comfy_folders(tmp_path):
-    """The same without models: for what needs no weights (runs without the reference fixtures)."""
-    yield from comfy_base(tmp_path, None)
+pytest_plugins = ["pack_env"]  # the comfy_env / comfy_folders fixtures
 
 
 # ------------------------------------------------------------------------------------------------------ contract

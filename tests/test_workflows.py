@@ -18,18 +18,9 @@ if str(STUBS) not in sys.path:
     sys.path.insert(0, str(STUBS))
 
 import folder_paths  # noqa: E402
-from pack_env import DCAE, NODES, comfy_base, wf  # noqa: E402
+from pack_env import DCAE, NODES, wf  # noqa: E402
 
-
-@pytest.fixture()
-def comfy_env(tmp_path, reference_dir):
-    yield from comfy_base(tmp_path, reference_dir)
-
-
-@pytest.fixture()
-def comfy_folders(tmp_path):
-    """The same without models: for what needs no weights (runs without the reference fixtures)."""
-    yield from comfy_base(tmp_path, None)
+pytest_plugins = ["pack_env"]  # the comfy_env / comfy_folders fixtures
 
 WORKFLOWS = sorted(p for p in (ROOT / "workflows").glob("*.json") if not p.name.endswith(".api.json"))
 TINY = {"width": 112, "height": 112, "steps": 2, "left": 28, "right": 28, "decoder_config": DCAE}

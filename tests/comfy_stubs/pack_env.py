@@ -1,6 +1,8 @@
 """The pack as ComfyUI loads it (on the stand-ins in this folder) and a ComfyUI-like base dir with the tiny models.
 
-Shared by tests/test_nodes.py and tests/test_workflows.py: ``from pack_env import NODES, comfy_base, wf``.
+Shared by tests/test_nodes.py and tests/test_workflows.py, which load it as a pytest plugin (``pytest_plugins``) for the
+``comfy_env`` and ``comfy_folders`` fixtures. No asserts here: PYTEST_DONT_REWRITE (it is imported before pytest
+registers it as a plugin).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,3 +69,14 @@ def comfy_base(tmp_path: Path, reference_dir: Path | None):
     mm.interrupt_processing = False
     mm.loaded.clear()
     comfy.utils.PROGRESS_BAR_HOOK = None
+
+
+@pytest.fixture()
+def comfy_env(tmp_path, reference_dir):
+    yield from comfy_base(tmp_path, reference_dir)
+
+
+@pytest.fixture()
+def comfy_folders(tmp_path):
+    """The same without models: for what needs no weights (runs without the reference fixtures)."""
+    yield from comfy_base(tmp_path, None)
