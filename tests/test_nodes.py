@@ -282,7 +282,8 @@ _ENTRY = """
 import importlib.util, sys
 sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f)]  # as if vgt_impl were not pip-installed
 sys.path[:] = [p for p in sys.path if p not in ("", {root!r})] + {extra!r}
-assert importlib.util.find_spec("vgt_impl") is None
+if importlib.util.find_spec("vgt_impl") is not None:
+    print("installed"); sys.exit(0)  # a regular (non-editable) install: nothing to test here
 spec = importlib.util.spec_from_file_location("pack", {init!r}, submodule_search_locations=[{root!r}])
 pack = importlib.util.module_from_spec(spec); sys.modules["pack"] = pack; spec.loader.exec_module(pack)
 import vgt_impl
@@ -302,4 +303,6 @@ def test_entry_point_without_install(with_comfy):
     code = _ENTRY.format(root=root, init=root + "/__init__.py", extra=[str(STUBS)] if with_comfy else [])
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
     assert out.returncode == 0, out.stderr
+    if out.stdout.strip() == "installed":
+        pytest.skip("vgt_impl is pip-installed (not editable) here: the bundled-copy path cannot be exercised")
     assert int(out.stdout.strip()) == (len(NODES) if with_comfy else 0)
