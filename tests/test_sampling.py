@@ -169,7 +169,9 @@ def test_low_precision_head_samples_in_fp32():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(cfg_scale=2.0, num_steps=4, method="heun"), "sde"),
+    (dict(cfg_scale=2.0, num_steps=4, method="rk45"), "sde.*ab2"),
+    (dict(cfg_scale=2.0, num_steps=4, time_grid="cosine"), "reference.*uniform"),
+    (dict(cfg_scale=2.0, num_steps=4, time_shift=0.0), "time_shift"),
     (dict(cfg_scale=2.0, num_steps=0), "num_steps"),
 ])
 def test_bad_arguments(kwargs, match):

@@ -92,12 +92,14 @@ def check_context(
     return latents, mask.reshape(batch, h * w).bool()
 
 
-def context_groups(order: Sequence[int], generate: Sequence[bool], acc_ratio: int) -> list[list[int]]:
-    """Keep the tokens to generate in decoding order, grouped acc_ratio at a time (the reference grouping rule)."""
+def context_groups(order: Sequence[int], generate: Sequence[bool], acc_ratio: int,
+                   schedule: str = "equal") -> list[list[int]]:
+    """Keep the tokens to generate in decoding order, grouped by ``schedule`` (default: acc_ratio at a time, the
+    reference grouping rule)."""
     todo = [i for i in order if generate[i]]
     if not todo:
         return []
-    sizes = group_sizes(len(todo), min(max(1, acc_ratio), len(todo)))
+    sizes = group_sizes(len(todo), min(max(1, acc_ratio), len(todo)), schedule)
     groups, start = [], 0
     for s in sizes:
         groups.append(todo[start : start + s])

@@ -1,11 +1,14 @@
 """Token orders and grouping for QueryAR decoding.
 
-An order is a permutation of the h*w latent tokens (flat raster indices); a schedule splits it into groups decoded in
-parallel, ``acc_ratio`` tokens per group (the first ``n % G`` groups get one extra token, as in the reference).
+An order is a permutation of the h*w latent tokens (flat raster indices); a group schedule splits it into G groups
+decoded in parallel, one LLM call each, with G = max(1, n // acc_ratio) as in the reference. ``equal`` is the
+reference (``acc_ratio`` tokens per group, the first ``n % G`` groups one larger); ``cosine`` (MaskGIT / MAR) and
+``ramp`` start with small groups, while little of the image is known, and end with large ones, for the same G.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 import random
 from collections.abc import Sequence
@@ -13,14 +16,39 @@ from collections.abc import Sequence
 import torch
 
 ORDERS = ("random", "raster", "center_out", "checkerboard", "spiral")
+# fraction of the tokens decoded after a fraction x of the groups (MaskGIT's 1 - gamma(x))
+_DECODED = {
+    "cosine": lambda x: 1.0 - math.cos(0.5 * math.pi * x),  # MaskGIT / MAR: group sizes grow like sin
+    "ramp": lambda x: x * x,  # group sizes grow linearly
+}
+GROUP_SCHEDULES = ("equal", *_DECODED)
 
 
-def group_sizes(n_tokens: int, acc_ratio: int) -> list[int]:
-    """Reference grouping: G = max(1, n // acc_ratio) groups, the first n % G of them one token larger."""
+def group_sizes(n_tokens: int, acc_ratio: int, schedule: str = "equal") -> list[int]:
+    """Sizes of the G = max(1, n // acc_ratio) groups, in decoding order; they sum to n, each is >= 1.
+
+    ``equal`` is the reference: the first n % G groups one token larger. ``cosine`` / ``ramp``: non-decreasing sizes
+    following the schedule's decoded fraction, rounded so every group keeps at least one token.
+    """
     check_acc_ratio(acc_ratio, n_tokens)
+    check_group_schedule(schedule)
     g = max(1, n_tokens // acc_ratio)
-    base, extra = divmod(n_tokens, g)
-    return [base + 1] * extra + [base] * (g - extra)
+    if schedule == "equal":
+        base, extra = divmod(n_tokens, g)
+        return [base + 1] * extra + [base] * (g - extra)
+    decoded = _DECODED[schedule]
+    done, sizes = 0, []
+    for k in range(1, g + 1):
+        target = round(n_tokens * decoded(k / g)) if k < g else n_tokens
+        target = min(max(target, done + 1), n_tokens - (g - k))  # >= 1 token now and for every later group
+        sizes.append(target - done)
+        done = target
+    return sorted(sizes)  # rounding and the clamps can swap neighbours: keep small groups first
+
+
+def check_group_schedule(schedule: object) -> None:
+    if schedule not in GROUP_SCHEDULES:
+        raise ValueError(f"group_schedule={schedule!r}: expected one of {GROUP_SCHEDULES}")
 
 
 def check_acc_ratio(acc_ratio: int, n_tokens: int) -> None:
@@ -76,10 +104,10 @@ def named_order(name: str, h: int, w: int, seed: int | None = None,
     return builders[name]()
 
 
-def split(order: Sequence[int], acc_ratio: int) -> list[list[int]]:
-    """A flat order -> consecutive groups of the reference sizes."""
+def split(order: Sequence[int], acc_ratio: int, schedule: str = "equal") -> list[list[int]]:
+    """A flat order -> consecutive groups of the schedule's sizes (the reference's by default)."""
     groups, start = [], 0
-    for size in group_sizes(len(order), acc_ratio):
+    for size in group_sizes(len(order), acc_ratio, schedule):
         groups.append(list(order[start : start + size]))
         start += size
     return groups
@@ -122,24 +150,28 @@ def validate_groups(groups: Sequence[Sequence[int]], n_tokens: int) -> list[list
 
 def make_groups(
     h: int, w: int, *, acc_ratio: int = 1, order: str | Sequence = "random", seed: int | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, schedule: str = "equal",
 ) -> list[list[int]]:
     """Groups of flat token indices in decoding order.
 
     ``order``: a name from :data:`ORDERS` (``random`` uses ``generator`` or ``seed``), a flat permutation (grouped by
-    ``acc_ratio``), or explicit groups (used as given). Never seeds the global RNG.
+    ``acc_ratio`` and ``schedule``), or explicit groups (used as given). Never seeds the global RNG.
     """
     if not all(isinstance(v, numbers.Integral) and v >= 1 for v in (h, w)):
         raise ValueError(f"latent size {h!r}x{w!r}: expected positive ints")
     n = int(h) * int(w)
     check_acc_ratio(acc_ratio, n)
+    check_group_schedule(schedule)
     if isinstance(order, str):
-        return split(named_order(order, h, w, seed, generator), acc_ratio)
+        return split(named_order(order, h, w, seed, generator), acc_ratio, schedule)
     items = list(order)
     flat = [_is_index(i) for i in items]
     if any(flat) and not all(flat):
         bad = items[flat.index(False)]
         raise ValueError(f"order mixes token indices with {bad!r}: give a flat permutation or a list of groups")
     if any(flat):
-        return split(validate_groups([items], n)[0], acc_ratio)
+        return split(validate_groups([items], n)[0], acc_ratio, schedule)
+    if schedule != "equal":
+        raise ValueError(f"group_schedule={schedule!r} applies to a named order or a flat permutation; explicit "
+                         "groups set their own sizes (use group_schedule='equal')")
     return validate_groups(items, n)

@@ -20,14 +20,15 @@ import torch
 import torch.nn.functional as F
 
 from . import config as C
+from .integrators import SAMPLERS
 from .orders import make_groups
 from .queryar import MODES, Callback, Context, DecodeSettings, NoiseFn, PrefixInputs
 from .queryar import decode as decode_tokens
+from .sampling import FlowSampler
 
 logger = logging.getLogger(__name__)
 
 CFG_SCHEDULES = ("linear", "constant")
-SAMPLERS = ("sde", "ode")
 
 
 @dataclass
@@ -226,36 +227,50 @@ class VGTPipeline:
         output_size: tuple[int, int] | None = None,
         last_step_size: float = 0.04,
         interleave: bool | None = None,
+        time_grid: str = "reference",
+        time_shift: float = 1.0,
+        group_schedule: str = "equal",
+        static_cache: bool = False,
+        compile: bool | str = False,
     ) -> GenerationOutput:
         """Generate images; see the module docstring and README for every option.
 
         ``context=(latents [B,32,h,w], generate_mask [B,h,w] or [h,w] bool)`` regenerates only the True tokens, with
         the others as known context (editing). ``order_seed`` (default: the generator's seed) fixes a random order.
+        Speed options: ``sampler`` (an integrator of ``integrators.SAMPLERS``), ``time_grid`` / ``time_shift``, and
+        ``group_schedule`` (``"equal"``, ``"cosine"``, ``"ramp"``: token group sizes for the same number of LLM calls)
+        change the sampling; ``static_cache`` / ``compile`` (True: the device's default mode, CUDA graphs on CUDA;
+        or a ``torch.compile`` mode name) change only how it runs.
         """
         h, w = self.check_size(height, width)
         self._check_options(cfg_scale, cfg_schedule, num_flow_steps, acc_ratio, sampler, mode, num_images_per_prompt)
+        compile_mode = self._check_speed_options(num_flow_steps, sampler, last_step_size, time_grid, time_shift,
+                                                 group_schedule, static_cache, compile)
         batch = prompts if isinstance(prompts, PromptBatch) else self.encode_prompts(prompts, negative_prompts)
         batch = batch.repeat(num_images_per_prompt) if num_images_per_prompt > 1 else batch
         if order_seed is None:
             order_seed = generator.initial_seed() if generator is not None else random.randrange(2**31)
-        full_groups = make_groups(h, w, acc_ratio=acc_ratio, order=order, seed=order_seed)
+        full_groups = make_groups(h, w, acc_ratio=acc_ratio, order=order, seed=order_seed, schedule=group_schedule)
         settings = DecodeSettings(
             cfg_scale=float(cfg_scale), cfg_schedule=cfg_schedule, num_flow_steps=int(num_flow_steps),
-            sampler=sampler, last_step_size=last_step_size, mode=mode,
+            sampler=sampler, last_step_size=last_step_size, time_grid=time_grid, time_shift=float(time_shift),
+            mode=mode,
             interleave=(acc_ratio > 1 if isinstance(order, str) else max(len(g) for g in full_groups) > 1)
             if interleave is None else interleave,
             qwen_positions=self.family == "qwen2_5_vl",
+            static_cache=bool(static_cache) or compile_mode is not None, compile_mode=compile_mode,
         )
         run = dict(noise_fn=noise_fn, generator=generator, callback=callback)
         if context is None:
             latents = decode_tokens(self.ar, self._prefix(batch, cfg_scale > 1), h, w, full_groups, settings, **run)
             groups = [list(g) for g in full_groups]
         else:
-            latents, groups = self._decode_with_context(batch, h, w, full_groups, acc_ratio, settings, context, run)
+            latents, groups = self._decode_with_context(batch, h, w, full_groups, acc_ratio, group_schedule, settings,
+                                                        context, run)
         images = self.decode_latents(latents, output_size) if decode and self.ae is not None else None
         return GenerationOutput(images=images, latents=latents, groups=groups)
 
-    def _decode_with_context(self, batch, h, w, full_groups, acc_ratio, settings, context, run):
+    def _decode_with_context(self, batch, h, w, full_groups, acc_ratio, group_schedule, settings, context, run):
         from .editing import check_context, context_groups
 
         known, gen_mask = check_context(context, len(batch), h, w)  # [B,32,h,w] float, [B,h*w] bool
@@ -263,7 +278,7 @@ class VGTPipeline:
         order = [i for g in full_groups for i in g]
         groups_used: list[list[int]] = []
         for rows, mask_row in _rows_by_mask(gen_mask):
-            groups = context_groups(order, mask_row, acc_ratio if isinstance(acc_ratio, int) else 1)
+            groups = context_groups(order, mask_row, acc_ratio if isinstance(acc_ratio, int) else 1, group_schedule)
             if not groups:
                 continue  # nothing to generate for these rows: a documented no-op
             known_idx = torch.tensor([i for i in range(h * w) if not mask_row[i]], dtype=torch.long)
@@ -310,11 +325,36 @@ class VGTPipeline:
         if not isinstance(acc_ratio, int) or acc_ratio < 1:
             raise ValueError(f"acc_ratio={acc_ratio!r} must be an int >= 1 (tokens decoded per step)")
         if sampler not in SAMPLERS:
-            raise ValueError(f"sampler={sampler!r}: expected one of {SAMPLERS}")
+            raise ValueError(f"sampler={sampler!r}: expected one of {tuple(SAMPLERS)}")
         if mode not in MODES:
             raise ValueError(f"mode={mode!r}: expected one of {MODES}")
         if not isinstance(n_images, int) or n_images < 1:
             raise ValueError(f"num_images_per_prompt={n_images!r} must be an int >= 1")
+
+
+    def _check_speed_options(self, steps, sampler, last_step_size, time_grid, time_shift, group_schedule,
+                             static_cache, compile) -> str | None:
+        """Validate the sampling and execution options before any work; returns the torch.compile mode or None."""
+        from .orders import check_group_schedule
+        from .static_decode import COMPILE_MODES
+
+        FlowSampler(sampler, steps, time_grid, time_shift, last_step_size).grid  # noqa: B018  checks grid + shift
+        check_group_schedule(group_schedule)
+        if not isinstance(static_cache, bool):
+            raise TypeError(f"static_cache={static_cache!r} must be True or False")
+        if compile is False or compile is None:
+            mode = None
+        elif compile is True:
+            mode = "reduce-overhead" if self.device.type == "cuda" else "default"
+        elif isinstance(compile, str) and compile in COMPILE_MODES:
+            mode = compile
+        else:
+            raise ValueError(f"compile={compile!r}: expected True, False or a torch.compile mode {COMPILE_MODES}")
+        attn = getattr(self.ar.llm.config, "_attn_implementation", "sdpa")
+        if (mode is not None or static_cache) and attn not in ("sdpa", "eager"):
+            raise ValueError(f"static_cache / compile need attention 'sdpa' or 'eager' (the static cache uses a 4-D "
+                             f"mask); this model uses {attn!r}: reload it with attn_implementation='sdpa'")
+        return mode
 
 
 def _rows_by_mask(gen_mask: torch.Tensor) -> list[tuple[list[int], list[bool]]]:

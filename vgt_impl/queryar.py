@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .sampling import cfg_for_group, embed_time_grid, sample_tokens
+from .sampling import FlowSampler, cfg_for_group, sample_tokens
 
 Callback = Callable[[int, int, torch.Tensor], None]
 NoiseFn = Callable[[tuple[int, ...], torch.dtype, torch.device], torch.Tensor]
@@ -32,11 +32,20 @@ class DecodeSettings:
     cfg_scale: float = 4.5  # guidance on the first group; >1 adds unconditional rows
     cfg_schedule: str = "linear"  # "linear" (decays towards 1 over the groups) or "constant"
     num_flow_steps: int = 30  # flow-matching steps per token group
-    sampler: str = "sde"  # "sde" (reference) or "ode"
-    last_step_size: float = 0.04  # size of the final deterministic step
+    sampler: str = "sde"  # integrator name (integrators.SAMPLERS); "sde" is the reference
+    last_step_size: float = 0.04  # size of the reference grid's final deterministic step
+    time_grid: str = "reference"  # "reference" or "uniform" (integrators.make_grid)
+    time_shift: float = 1.0  # > 1: more flow steps near the noise end
     mode: str = "reference"  # "reference" (quirks of the official code) or "corrected"
     interleave: bool = False  # feed [query, latent] pairs after each group (the reference does when acc_ratio > 1)
     qwen_positions: bool = False  # reference Qwen2.5-VL position rule for cached calls
+    static_cache: bool = False  # preallocated KV cache, fixed shapes per group size (static_decode.py)
+    compile_mode: str | None = None  # torch.compile mode of the per-group step (implies static_cache); None = eager
+    compile_backend: str = "inductor"  # torch.compile backend ("aot_eager" traces without code generation)
+
+    @property
+    def flow_sampler(self) -> FlowSampler:
+        return FlowSampler(self.sampler, self.num_flow_steps, self.time_grid, self.time_shift, self.last_step_size)
 
 
 @dataclass
@@ -140,8 +149,15 @@ def decode(
 ) -> torch.Tensor:
     """Generate the tokens listed in ``groups`` (flat raster indices); returns latents [B, C, h, w].
 
-    ``context`` tokens are fed first as [query, latent] pairs and copied unchanged into the output.
+    ``context`` tokens are fed first as [query, latent] pairs and copied unchanged into the output. With
+    ``settings.static_cache`` or ``settings.compile_mode`` the same decoding runs on a static KV cache
+    (``static_decode.py``).
     """
+    if settings.static_cache or settings.compile_mode is not None:
+        from .static_decode import decode_static
+
+        return decode_static(model, prefix, h, w, groups, settings, context=context, noise_fn=noise_fn,
+                             generator=generator, callback=callback)
     dec = _Decoder(model, prefix, h, w, settings)
     cfg_rows = 2 if settings.cfg_scale > 1.0 else 1
     batch = dec.rows // cfg_rows
@@ -159,7 +175,8 @@ def decode(
         ctx_lat = dec.model.embed_latents(context.latents.to(device), dec.pos[:, idx]).repeat(cfg_rows, 1, 1)
         tail = _interleave(dec.queries[:, idx].expand(dec.rows, -1, -1), ctx_lat)  # [R, 2K, D]
     num_groups = len(groups)
-    t_embs = embed_time_grid(model.flow_head, settings.num_flow_steps, settings.last_step_size)  # once per generation
+    flow = settings.flow_sampler
+    t_embs = flow.time_embeddings(model.flow_head)  # once per generation
     pending = None
     for k in range(num_groups):
         idx = flat[bounds[k]:bounds[k + 1]]  # [g] (a view: no host-device copy per group)
@@ -173,8 +190,9 @@ def decode(
         cond = model.image_out_projector(hidden[:, -g:]).reshape(dec.rows * g, -1)  # rows r*g + j
         cfg = cfg_for_group(settings.cfg_schedule, settings.cfg_scale, k, num_groups) if cfg_rows == 2 else 1.0
         x = sample_tokens(
-            model.flow_head, cond, cfg_scale=cfg, num_steps=settings.num_flow_steps, method=settings.sampler,
-            last_step_size=settings.last_step_size, noise_fn=noise_fn, generator=generator, time_embeddings=t_embs,
+            model.flow_head, cond, cfg_scale=cfg, num_steps=flow.num_steps, method=flow.method,
+            last_step_size=flow.last_step_size, time_grid=flow.time_grid, time_shift=flow.time_shift,
+            noise_fn=noise_fn, generator=generator, time_embeddings=t_embs,
         )  # [B*g, C]
         x = F.layer_norm(x.float(), (c,), eps=1e-6).view(batch, g, c)  # per-token LayerNorm, no affine
         out[:, idx] = x

@@ -1,19 +1,23 @@
-"""Flow-matching samplers for the head, separate from the network: time grid, SDE / ODE, CFG and its schedules.
+"""Flow-matching sampling of the head, separate from the network: CFG and its schedules, noise, time embeddings.
 
-Flow-matching SDE follows the VGT/NextStep-1 reference sampler: Euler-Maruyama over ``linspace(0, 1 - last_step_size)``
-with the score derived from the velocity, then one deterministic step of ``last_step_size``. All sampler math runs in
-fp32 whatever the head's dtype; the loop has no host-device synchronisation.
+The integrators and time grids live in ``integrators.py`` and are chosen by name (``FlowSampler.method``). The default,
+``"sde"``, is the VGT/NextStep-1 reference sampler: Euler-Maruyama over ``linspace(0, 1 - last_step_size)`` with the
+score derived from the velocity, then one deterministic step of ``last_step_size``. All sampler math runs in fp32
+whatever the head's dtype; the loop has no host-device synchronisation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
+from .integrators import SAMPLERS, SamplerSpec, TimeGrid, get_sampler, heun, make_grid
+
 NoiseFn = Callable[[tuple[int, ...], torch.dtype, torch.device], torch.Tensor]
 CFG_SCHEDULES = ("linear", "constant")
-METHODS = ("sde", "ode")
+METHODS = tuple(SAMPLERS)
 
 
 def time_grid(num_steps: int, last_step_size: float = 0.04) -> torch.Tensor:
@@ -44,32 +48,82 @@ class NoiseSource:
 
     def __init__(self, draws: int, shape: tuple[int, int], device: torch.device, noise_fn: NoiseFn | None,
                  generator: torch.Generator | None):
-        self.shape, self.device, self.noise_fn = shape, device, noise_fn
-        self.block: list[torch.Tensor] | None = None
+        self.shape, self.device, self.noise_fn, self.draws = shape, device, noise_fn, draws
+        self.tensor: torch.Tensor | None = None  # [draws, *shape] on the device
+        self.i = 0
         if noise_fn is None:
             cpu = torch.device("cpu")  # noise is drawn on CPU so a seed gives the same image on any device
             block = torch.stack([torch.randn(shape, generator=generator, device=cpu) for _ in range(draws)])
             if device.type != cpu.type and torch.cuda.is_available():
                 block = block.pin_memory()
-            self.block = list(block.to(device, non_blocking=True).unbind(0))
+            self.tensor = block.to(device, non_blocking=True)
+
+    def stacked(self) -> torch.Tensor:
+        """Every draw of the group at once, [draws, *shape] on the device (``noise_fn`` is called once per draw)."""
+        if self.tensor is None:
+            self.tensor = torch.stack([self.next() for _ in range(self.draws)])
+        return self.tensor
 
     def next(self) -> torch.Tensor:
-        if self.block is not None:
-            return self.block.pop(0)
+        if self.tensor is not None:
+            self.i += 1
+            return self.tensor[self.i - 1]
         w = self.noise_fn(self.shape, torch.float32, self.device)
         if tuple(w.shape) != self.shape:
             raise ValueError(f"noise_fn returned shape {tuple(w.shape)}, expected {self.shape}")
         return w.to(device=self.device, dtype=torch.float32)
 
 
-def embed_time_grid(head, num_steps: int, last_step_size: float = 0.04) -> torch.Tensor:
-    """Time embeddings of the whole grid, [num_steps, 1, dim]: data-independent, so once per generation suffices."""
-    ts = time_grid(num_steps, last_step_size).to(device=head.device)
-    return head.embed_time(ts).unsqueeze(1)  # [S, 1, dim]
+def embed_time_grid(head, num_steps: int, last_step_size: float = 0.04, *, time_grid: str = "reference",
+                    time_shift: float = 1.0, endpoint: bool = False) -> torch.Tensor:
+    """Time embeddings of the whole grid, [S(+1), 1, dim]: data-independent, so once per generation suffices.
+
+    ``endpoint`` appends t = 1 (Heun evaluates there); it is embedded separately so the grid rows do not change.
+    """
+    grid = make_grid(num_steps, time_grid, time_shift, last_step_size)
+    embs = head.embed_time(grid.tensor.to(device=head.device))  # [S, dim]
+    if endpoint:
+        embs = torch.cat([embs, head.embed_time(torch.ones(1, device=head.device))], dim=0)  # [S+1, dim]
+    return embs.unsqueeze(1)
 
 
-def _velocity(head, x: torch.Tensor, t_emb: torch.Tensor, c_emb: torch.Tensor, cfg: float, guided: bool):
-    """Guided velocity in fp32: x [N, C] -> v [N, C] (cond rows first in c_emb when guided)."""
+@dataclass(frozen=True)
+class FlowSampler:
+    """How the head samples each token group: integrator by name, steps, time grid (see ``integrators.py``)."""
+
+    method: str = "sde"  # a name from integrators.SAMPLERS; "sde" is the reference
+    num_steps: int = 30  # grid steps per token group (NFE = steps x evaluations per step)
+    time_grid: str = "reference"  # "reference" (linspace to 1 - last_step_size, then that step) or "uniform"
+    time_shift: float = 1.0  # > 1 puts more steps near the noise end
+    last_step_size: float = 0.04  # the reference grid's final deterministic step
+
+    @property
+    def spec(self) -> SamplerSpec:
+        return get_sampler(self.method)
+
+    @property
+    def grid(self) -> TimeGrid:
+        return make_grid(self.num_steps, self.time_grid, self.time_shift, self.last_step_size)
+
+    @property
+    def nfe(self) -> int:
+        return self.spec.nfe(self.num_steps)
+
+    @property
+    def draws(self) -> int:
+        return self.spec.draws(self.num_steps)
+
+    @property
+    def endpoint(self) -> bool:
+        return self.spec.integrate is heun
+
+    def time_embeddings(self, head) -> torch.Tensor:
+        return embed_time_grid(head, self.num_steps, self.last_step_size, time_grid=self.time_grid,
+                               time_shift=self.time_shift, endpoint=self.endpoint)
+
+
+def _velocity(head, x: torch.Tensor, t_emb: torch.Tensor, c_emb: torch.Tensor, cfg, guided: bool):
+    """Guided velocity in fp32: x [N, C] -> v [N, C] (cond rows first in c_emb when guided; cfg a float or 0-d tensor)."""
     xin = torch.cat([x, x], dim=0) if guided else x  # [2N|N, C]
     v = head.forward_embedded(xin, t_emb, c_emb).float()  # [2N|N, C]
     if not guided:
@@ -78,45 +132,43 @@ def _velocity(head, x: torch.Tensor, t_emb: torch.Tensor, c_emb: torch.Tensor, c
     return torch.lerp(v_u, v_c, cfg)  # v_u + cfg * (v_c - v_u)
 
 
-def _check(c: torch.Tensor, guided: bool, method: str, num_steps: int, t_embs: torch.Tensor | None) -> int:
+def integrate(head, sampler: FlowSampler, grid: TimeGrid, t_embs: torch.Tensor, c_emb: torch.Tensor, x: torch.Tensor,
+              cfg, guided: bool, noise: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """Run the named integrator from x [N, C] (fp32) at t = 0 to t = 1 with the guided head; no host syncs."""
+    velocity = lambda y, k: _velocity(head, y, t_embs[k], c_emb, cfg, guided)  # noqa: E731
+    return sampler.spec.integrate(velocity, x, grid, noise)
+
+
+def _check(c: torch.Tensor, guided: bool, sampler: FlowSampler, t_embs: torch.Tensor | None) -> int:
     """Validate the arguments of :func:`sample_tokens`; returns the number of tokens N."""
-    if method not in METHODS:
-        raise ValueError(f"sampler method {method!r}: expected one of {METHODS}")
-    if num_steps < 1:
-        raise ValueError(f"num_steps={num_steps} must be >= 1")
+    get_sampler(sampler.method)
+    sampler.grid  # noqa: B018  validates steps, grid name and shift
     if c.ndim != 2 or (guided and c.shape[0] % 2):
         raise ValueError(f"conditions of shape {tuple(c.shape)}: expected [2N, D] (cond rows, then uncond rows) "
                          "when cfg_scale > 1, else [N, D]")
-    if t_embs is not None and t_embs.shape[0] != num_steps:
-        raise ValueError(f"time_embeddings has {t_embs.shape[0]} steps, expected num_steps={num_steps}")
+    rows = sampler.num_steps + int(sampler.endpoint)
+    if t_embs is not None and t_embs.shape[0] != rows:
+        raise ValueError(f"time_embeddings has {t_embs.shape[0]} steps, expected num_steps={sampler.num_steps}"
+                         + (" + the t = 1 endpoint" if sampler.endpoint else ""))
     return c.shape[0] // 2 if guided else c.shape[0]
 
 
 @torch.no_grad()
 def sample_tokens(
     head, c: torch.Tensor, *, cfg_scale: float, num_steps: int, method: str = "sde", last_step_size: float = 0.04,
-    noise_fn: NoiseFn | None = None, generator: torch.Generator | None = None,
-    time_embeddings: torch.Tensor | None = None,
+    time_grid: str = "reference", time_shift: float = 1.0, noise_fn: NoiseFn | None = None,
+    generator: torch.Generator | None = None, time_embeddings: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sample tokens [N, C] (fp32) for conditions c ([2N, D], cond rows first, when cfg_scale > 1, else [N, D]).
 
-    ``time_embeddings``: :func:`embed_time_grid` of the same grid, to compute them once per generation.
+    ``method``: an integrator from :data:`integrators.SAMPLERS`; ``time_embeddings``: :func:`embed_time_grid` of the
+    same grid, to compute them once per generation.
     """
     guided = cfg_scale > 1.0
-    n = _check(c, guided, method, num_steps, time_embeddings)
-    tl = time_grid(num_steps, last_step_size).tolist()  # CPU floats: no device sync in the loop
-    t_embs = embed_time_grid(head, num_steps, last_step_size) if time_embeddings is None else time_embeddings
+    sampler = FlowSampler(method, num_steps, time_grid, time_shift, last_step_size)
+    n = _check(c, guided, sampler, time_embeddings)
+    t_embs = sampler.time_embeddings(head) if time_embeddings is None else time_embeddings
     c_emb = head.embed_condition(c)  # [2N|N, dim]: once per group, not once per step
-    noise = NoiseSource(num_steps if method == "sde" else 1, (n, head.input_dim), c.device, noise_fn, generator)
+    noise = NoiseSource(sampler.draws, (n, head.input_dim), c.device, noise_fn, generator)
     x = noise.next()  # [N, C]
-    for i in range(num_steps - 1):
-        t, dt = tl[i], tl[i + 1] - tl[i]
-        v = _velocity(head, x, t_embs[i], c_emb, cfg_scale, guided)  # [N, C]
-        if method == "ode":
-            x = x + v * dt
-            continue
-        # Euler-Maruyama with drift v + (1-t) * score, score = (t v - x) / (1-t): drift = (1+t) v - x.
-        w = noise.next()  # [N, C]
-        x = torch.add(x * (1.0 - dt), v, alpha=(1.0 + t) * dt).add_(w, alpha=(2.0 * (1.0 - t) * dt) ** 0.5)
-    v = _velocity(head, x, t_embs[-1], c_emb, cfg_scale, guided)
-    return x + v * last_step_size  # final deterministic step
+    return integrate(head, sampler, sampler.grid, t_embs, c_emb, x, cfg_scale, guided, noise.next)
