@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vgt_impl.orders import ORDERS, group_sizes, make_groups
+from vgt_impl.orders import GROUP_SCHEDULES, ORDERS, group_sizes, make_groups
 
 FAMS = ["qwen25vl", "internvl3"]
 CASES = ["gen_acc1_linear", "gen_acc4_linear", "gen_acc1_constant", "gen_acc4_constant"]
@@ -111,3 +111,36 @@ def test_acc_ratio_bounds(acc):
 def test_bad_latent_size():
     with pytest.raises(ValueError, match="latent size 0x3"):
         make_groups(0, 3)
+
+
+@pytest.mark.parametrize("schedule", GROUP_SCHEDULES)
+@pytest.mark.parametrize("n, acc", [(256, 1), (256, 4), (256, 16), (256, 64), (256, 256), (12, 4), (10, 3), (5, 2),
+                                    (1, 1), (100, 7)])
+def test_group_schedules_sum_count_and_order(schedule, n, acc):
+    sizes = group_sizes(n, acc, schedule)
+    assert sum(sizes) == n and min(sizes) >= 1
+    assert len(sizes) == max(1, n // acc)  # the same number of LLM calls as the reference grouping
+    if schedule == "equal":
+        assert sizes == sorted(sizes, reverse=True) and max(sizes) - min(sizes) <= 1
+    else:
+        assert sizes == sorted(sizes)  # small groups first
+
+
+def test_cosine_and_ramp_sizes():
+    assert group_sizes(256, 16, "cosine") == [1, 4, 6, 8, 11, 13, 15, 17, 19, 20, 21, 23, 24, 24, 25, 25]
+    assert group_sizes(256, 16, "ramp") == [1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31]
+    assert group_sizes(256, 128, "cosine") == [75, 181]  # 256 (1 - cos(pi/4)) = 75
+    assert group_sizes(10, 3, "equal") == [4, 3, 3]  # the default is the reference rule
+
+
+def test_make_groups_with_a_schedule():
+    groups = make_groups(4, 4, acc_ratio=4, order="raster", schedule="cosine")
+    assert [len(g) for g in groups] == [1, 4, 5, 6] and [i for g in groups for i in g] == list(range(16))
+    flat = list(range(15, -1, -1))
+    assert [len(g) for g in make_groups(4, 4, acc_ratio=4, order=flat, schedule="ramp")] == [1, 3, 5, 7]
+    assert make_groups(4, 4, acc_ratio=4, order="random", seed=3) == make_groups(
+        4, 4, acc_ratio=4, order="random", seed=3, schedule="equal")
+    with pytest.raises(ValueError, match="explicit groups"):
+        make_groups(2, 2, order=[[0, 1], [2, 3]], schedule="cosine")
+    with pytest.raises(ValueError, match="group_schedule='linear'.*equal.*cosine"):
+        make_groups(2, 2, schedule="linear")

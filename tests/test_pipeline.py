@@ -97,6 +97,12 @@ def test_callback_progress_and_cancel(pipe):
         (dict(order=[[0, 1, 2]]), "order|permutation|missing"),
         (dict(order="zigzag"), "order"),
         (dict(mode="fast"), "mode"),
+        (dict(sampler="euler_a"), "sampler"),
+        (dict(time_grid="karras"), "time_grid"),
+        (dict(time_shift=0), "time_shift"),
+        (dict(group_schedule="exp"), "group_schedule"),
+        (dict(group_schedule="cosine", order=[list(range(12))]), "explicit groups"),
+        (dict(compile="fastest"), "compile"),
     ],
 )
 def test_bad_inputs_fail_before_heavy_work(pipe, kwargs, match):
