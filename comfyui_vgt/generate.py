@@ -20,11 +20,27 @@ def conditioning_text(cond: Any, name: str) -> str:
     return cond["text"]
 
 
+def sampling_options(*, steps: int, sampler: str, group_schedule: str, time_grid: str, time_shift: float,
+                     preset: str, compile: bool) -> dict:
+    """The node's sampling widgets as generate options; a preset other than "custom" sets the five it covers."""
+    from vgt_impl.presets import preset_options
+
+    opts = dict(num_flow_steps=steps, sampler=sampler, group_schedule=group_schedule, time_grid=time_grid,
+                time_shift=time_shift)
+    if preset != "custom":
+        opts = preset_options(preset)
+    return dict(opts, compile=bool(compile))
+
+
 def run(handle, positive, negative, *, width: int, height: int, batch_size: int, seed: int, cfg: float,
         cfg_schedule: str, steps: int, parallel_tokens: int, order: str, sampler: str = "sde",
-        mode: str = "reference", preview: bool = True, context=None) -> dict:
+        mode: str = "reference", preview: bool = True, context=None, group_schedule: str = "equal",
+        time_grid: str = "reference", time_shift: float = 1.0, preset: str = "custom", compile: bool = False) -> dict:
     """Generate (or regenerate the masked tokens of ``context``) -> a VGT latent dict."""
     import comfy.model_management as mm
+
+    sampling = sampling_options(steps=steps, sampler=sampler, group_schedule=group_schedule, time_grid=time_grid,
+                                time_shift=time_shift, preset=preset, compile=compile)
 
     h, w = handle.pipe.check_size(height, width)  # before anything is moved to the GPU
     text = conditioning_text(positive, "positive")
@@ -38,8 +54,7 @@ def run(handle, positive, negative, *, width: int, height: int, batch_size: int,
     gen = torch.Generator().manual_seed(int(seed))
     out = handle.pipe.generate(
         [text], negative_prompts=neg, height=height, width=width, num_images_per_prompt=batch_size,
-        cfg_scale=cfg, cfg_schedule=cfg_schedule, num_flow_steps=steps, acc_ratio=acc, order=order,
-        sampler=sampler, mode=mode, generator=gen, context=context,
-        callback=make_callback(None, preview_decoder=decoder), decode=False,
+        cfg_scale=cfg, cfg_schedule=cfg_schedule, acc_ratio=acc, order=order, mode=mode, generator=gen,
+        context=context, callback=make_callback(None, preview_decoder=decoder), decode=False, **sampling,
     )
     return make_latent(out.latents.to(mm.intermediate_device()), handle.family)

@@ -36,10 +36,24 @@ def positive_input() -> dict:
 
 
 def optional_inputs() -> dict:
+    from vgt_impl.integrators import GRIDS, SAMPLERS
+    from vgt_impl.orders import GROUP_SCHEDULES
+    from vgt_impl.presets import PRESETS
+
     return {
         "negative": (T.VGT_CONDITIONING, {"tooltip": "Optional negative prompt; by default the official unconditional prompt."}),
-        "sampler": (["sde", "ode"], {"default": "sde", "tooltip": "sde: the reference sampler; ode: deterministic given the initial noise."}),
+        "sampler": (list(SAMPLERS), {"default": "sde", "tooltip": "Flow-head integrator. sde: the reference (Euler-Maruyama); ode: Euler, deterministic given the initial noise; ab2 / dpmpp_2m: second-order ODE at one evaluation per step (fewer steps for the same accuracy); sde_ab2: the SDE with a second-order drift; heun: second order, two evaluations per step."}),
         "mode": (["reference", "corrected"], {"default": "reference",
                  "tooltip": "reference reproduces the official code exactly; corrected masks prompt padding in every step (batch-independent results)."}),
         "preview": ("BOOLEAN", {"default": True, "tooltip": "Show the image filling in while tokens are generated (decodes a few times per run)."}),
+        "group_schedule": (list(GROUP_SCHEDULES), {"default": "equal",
+                           "tooltip": "Sizes of the token groups for the same number of LLM calls (set by parallel_tokens). equal: the reference; cosine (MaskGIT/MAR) and ramp: small groups first, larger ones once more of the image is known."}),
+        "time_grid": (list(GRIDS), {"default": "reference",
+                      "tooltip": "Flow time grid per token. reference: the official grid with a final step of 0.04; uniform: equal steps (better for few steps)."}),
+        "time_shift": ("FLOAT", {"default": 1.0, "min": 0.1, "max": 10.0, "step": 0.1,
+                       "tooltip": "Warps the time grid: above 1 puts more steps near the noise end, 1 keeps it."}),
+        "preset": (["custom", *PRESETS], {"default": "custom",
+                   "tooltip": "custom: use steps, sampler, time_grid, time_shift and group_schedule as set. A preset sets those five at once (reference = the official sampler); compare presets at the same parallel_tokens."}),
+        "compile": ("BOOLEAN", {"default": False,
+                    "tooltip": "Static KV cache + torch.compile of the per-group step (CUDA graphs on CUDA). The first run of each size compiles (slow); later runs reuse it. Same results within float rounding."}),
     }

@@ -144,7 +144,8 @@ class VGTVariation:
 
 
 def _sampling(kw: dict) -> dict:
-    keys = ("seed", "cfg", "cfg_schedule", "steps", "parallel_tokens", "order", "sampler", "mode", "preview")
+    keys = ("seed", "cfg", "cfg_schedule", "steps", "parallel_tokens", "order", "sampler", "mode", "preview",
+            "group_schedule", "time_grid", "time_shift", "preset", "compile")
     return {k: kw[k] for k in keys if k in kw}
 
 

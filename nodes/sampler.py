@@ -32,10 +32,10 @@ class VGTQueryARSampler:
         }
 
     def sample(self, model, positive, width, height, batch_size, seed, cfg, cfg_schedule, steps, parallel_tokens,
-               order, negative=None, sampler="sde", mode="reference", preview=True):
+               order, negative=None, sampler="sde", mode="reference", preview=True, **speed):
         latent = generate.run(
             model, positive, negative, width=width, height=height, batch_size=batch_size, seed=seed, cfg=cfg,
             cfg_schedule=cfg_schedule, steps=steps, parallel_tokens=parallel_tokens, order=order, sampler=sampler,
-            mode=mode, preview=preview,
+            mode=mode, preview=preview, **speed,
         )
         return (latent,)

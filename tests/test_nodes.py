@@ -129,6 +129,21 @@ def test_same_seed_same_latent_and_batch(comfy_env):
     assert img.shape == (2, 112, 112, 3)
 
 
+def test_sampler_speed_options_reach_the_pipeline(comfy_env):
+    """group_schedule / sampler / time grid / preset widgets: a preset equals its widgets set by hand."""
+    from vgt_impl.presets import PRESETS
+
+    model, ae, pos = _model(comfy_env)
+    kw = dict(seed=4, parallel_tokens=4, preview=False)
+    p = PRESETS["ab2-10-cosine"]
+    by_hand = _sample(model, pos, steps=p.num_flow_steps, sampler=p.sampler, time_grid=p.time_grid,
+                      time_shift=p.time_shift, group_schedule=p.group_schedule, **kw)["samples"]
+    assert torch.equal(_sample(model, pos, preset="ab2-10-cosine", steps=3, **kw)["samples"], by_hand)
+    assert not torch.equal(_sample(model, pos, **kw)["samples"], by_hand)
+    with pytest.raises(ValueError, match="group_schedule"):
+        _sample(model, pos, group_schedule="exp", **kw)
+
+
 @pytest.mark.parametrize("kw, match", [
     (dict(width=500), "multiple of 28"),
     (dict(height=28 * 9), "query grid"),

@@ -26,6 +26,34 @@ SIZES: dict[str, dict] = {
 
 
 HEAD_METHODS = ("forward_embedded", "embed_condition", "embed_time")  # everything the sampler calls on the head
+REFERENCE = "reference"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """A labelled set of ``generate`` options (sampler, steps, grid, group schedule, static cache, compile)."""
+
+    label: str
+    options: tuple[tuple[str, object], ...] = ()
+
+    @classmethod
+    def of(cls, label: str, **options) -> BenchConfig:
+        return cls(label, tuple(sorted(options.items())))
+
+    @property
+    def kwargs(self) -> dict:
+        return dict(self.options)
+
+    @property
+    def nfe(self) -> int:
+        from .integrators import get_sampler
+
+        kw = self.kwargs
+        return get_sampler(kw.get("sampler", "sde")).nfe(int(kw.get("num_flow_steps", 30)))
+
+    @property
+    def compiled(self) -> bool:
+        return bool(self.kwargs.get("compile")) or bool(self.kwargs.get("static_cache"))
 
 
 @dataclass
@@ -33,20 +61,27 @@ class BenchResult:
     acc_ratio: int
     tokens: int
     seconds: float  # per image batch
-    llm: float
-    flow_head: float
+    llm: float | None  # None: not measurable (static / compiled: the LLM and the head run inside one graph)
+    flow_head: float | None
     peak_mb: float
+    label: str = REFERENCE
+    nfe: int = 30
+    calls: int = 0  # LLM calls (token groups)
+    warmup_s: float = 0.0  # the first (warm-up) run, compilation included
 
     @property
-    def other(self) -> float:
+    def other(self) -> float | None:
+        if self.llm is None or self.flow_head is None:
+            return None
         return max(0.0, self.seconds - self.llm - self.flow_head)
 
     def row(self, batch: int) -> str:
-        pct = lambda x: 100.0 * x / self.seconds if self.seconds else 0.0  # noqa: E731
+        pct = lambda x: f"{100.0 * x / self.seconds:5.1f}%" if x is not None and self.seconds else "    -"  # noqa: E731
         return (
-            f"acc_ratio={self.acc_ratio:>3}  {self.seconds / batch:8.3f} s/image  "
-            f"{self.tokens * batch / self.seconds:8.1f} tok/s  llm {pct(self.llm):5.1f}%  "
-            f"flow-head {pct(self.flow_head):5.1f}%  other {pct(self.other):5.1f}%  peak {self.peak_mb:8.0f} MB"
+            f"{self.label:<16} acc_ratio={self.acc_ratio:>3}  NFE {self.nfe:>3}  calls {self.calls:>4}  "
+            f"{self.seconds / batch:8.3f} s/image  {self.tokens * batch / self.seconds:8.1f} tok/s  "
+            f"llm {pct(self.llm)}  flow-head {pct(self.flow_head)}  other {pct(self.other)}  "
+            f"peak {self.peak_mb:8.0f} MB" + (f"  (warm-up {self.warmup_s:.1f} s)" if self.warmup_s else "")
         )
 
 
@@ -95,33 +130,73 @@ def _peak_mb(device: torch.device) -> float:
 def run_bench(
     pipe, *, prompts: Sequence[str], height: int, width: int, acc_ratios: Sequence[int] = (1, 4, 16),
     num_flow_steps: int = 30, cfg_scale: float = 4.5, warmup: bool = True, seed: int = 0, repeats: int = 1,
+    configs: Sequence[BenchConfig] | None = None,
 ) -> list[BenchResult]:
-    """Generate ``repeats`` times per acc_ratio (after one warm-up); keep the fastest run and its split."""
-    head = pipe.ar.flow_head
+    """Time each config at each acc_ratio: one warm-up run (compilation included), then ``repeats`` timed runs taken
+    in rounds over the configs (so drift of a shared machine hits them alike); keep the fastest run of each.
+
+    Without ``configs``: the reference sampler with ``num_flow_steps`` steps. Results are ordered by acc_ratio, then
+    config.
+    """
+    configs = list(configs or [BenchConfig.of(REFERENCE, num_flow_steps=num_flow_steps)])
+    base = dict(height=height, width=width, cfg_scale=cfg_scale, decode=False)
     results = []
-    kw = dict(height=height, width=width, num_flow_steps=num_flow_steps, cfg_scale=cfg_scale, decode=False)
-    if warmup:
-        pipe.generate(list(prompts), acc_ratio=max(acc_ratios), generator=torch.Generator().manual_seed(seed), **kw)
     for acc in acc_ratios:
-        runs = [_one_run(pipe, head, prompts, acc, kw, seed) for _ in range(max(1, repeats))]
-        results.append(min(runs, key=lambda r: r.seconds))
+        warm = {}
+        for cfg in configs:
+            if warmup:
+                t0 = time.perf_counter()
+                _generate(pipe, prompts, acc, base, cfg, seed)
+                warm[cfg] = time.perf_counter() - t0
+        best: dict[BenchConfig, BenchResult] = {}
+        for _ in range(max(1, repeats)):
+            for cfg in configs:
+                r = _one_run(pipe, prompts, acc, base, cfg, seed)
+                if cfg not in best or r.seconds < best[cfg].seconds:
+                    best[cfg] = r
+        for cfg in configs:
+            best[cfg].warmup_s = warm.get(cfg, 0.0) if cfg.compiled else 0.0
+            results.append(best[cfg])
     return results
 
 
-def _one_run(pipe, head, prompts, acc, kw, seed) -> BenchResult:
-    """One timed generation with the LLM / flow-head split."""
+def _generate(pipe, prompts, acc, base, cfg: BenchConfig, seed):
+    return pipe.generate(list(prompts), acc_ratio=acc, generator=torch.Generator().manual_seed(seed), **base,
+                         **cfg.kwargs)
+
+
+def _one_run(pipe, prompts, acc, base, cfg: BenchConfig, seed) -> BenchResult:
+    """One timed generation; with the LLM / flow-head split on the eager path."""
     llm_t, head_t = [0.0], [0.0]
     mod = getattr(torch, pipe.device.type, None)
     if pipe.device.type != "cpu" and mod is not None and hasattr(mod, "reset_peak_memory_stats"):
         mod.reset_peak_memory_stats(pipe.device)
-    with _timed(pipe.ar.llm, llm_t), _timed(head, head_t, HEAD_METHODS):
+    split = not cfg.compiled  # wrapping the forwards would break the compiled graphs
+    with contextlib.ExitStack() as stack:
+        if split:
+            stack.enter_context(_timed(pipe.ar.llm, llm_t))
+            stack.enter_context(_timed(pipe.ar.flow_head, head_t, HEAD_METHODS))
         _sync(pipe.device)
         t0 = time.perf_counter()
-        pipe.generate(list(prompts), acc_ratio=acc, generator=torch.Generator().manual_seed(seed), **kw)
+        out = _generate(pipe, prompts, acc, base, cfg, seed)
         _sync(pipe.device)
         total = time.perf_counter() - t0
-    n = (kw["height"] // 28) * (kw["width"] // 28)
-    return BenchResult(acc, n, total, llm_t[0], head_t[0], _peak_mb(pipe.device))
+    n = (base["height"] // 28) * (base["width"] // 28)
+    return BenchResult(acc, n, total, llm_t[0] if split else None, head_t[0] if split else None,
+                       _peak_mb(pipe.device), cfg.label, cfg.nfe, len(out.groups))
+
+
+def speedups(results: Sequence[BenchResult], baseline: str = REFERENCE) -> list[str]:
+    """Per acc_ratio: each config's time ratio to the baseline config measured in the same run."""
+    lines = []
+    for acc in dict.fromkeys(r.acc_ratio for r in results):
+        rows = [r for r in results if r.acc_ratio == acc]
+        base = next((r for r in rows if r.label == baseline), None)
+        if base is None or len(rows) < 2:
+            continue
+        lines.append(f"acc_ratio={acc:>3}: " + ", ".join(f"{r.label} {base.seconds / r.seconds:.2f}x"
+                                                         for r in rows if r is not base) + f" vs {baseline}")
+    return lines
 
 
 class ByteTokenizer:

@@ -158,19 +158,34 @@ def cmd_generate(args) -> int:
     for name, v in (("height", height), ("width", width)):  # fail before loading anything
         if v < 28 or v % 28:
             raise ValueError(f"--{name} {v} is not a multiple of 28: use {max(28, v // 28 * 28)} or {(v // 28 + 1) * 28}")
+    sampling = sampling_options(args)  # fail on a bad preset before loading anything
     pipe = _load_pipeline(args)
     gen = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
     out = pipe.generate(
         args.prompts, negative_prompts=args.negative, height=height, width=width,
         num_images_per_prompt=args.num_images, cfg_scale=args.cfg, cfg_schedule=args.cfg_schedule,
-        num_flow_steps=args.steps, acc_ratio=args.acc_ratio, order=args.order, sampler=args.sampler,
-        mode=args.mode, generator=gen, callback=_progress("QueryAR"),
+        acc_ratio=args.acc_ratio, order=args.order, mode=args.mode, generator=gen, callback=_progress("QueryAR"),
+        **sampling,
     )
     paths = _output_paths(args.out, len(out.images))
     for img, path in zip(to_pil(out.images), paths):
         img.save(path)
         print(f"wrote {path}")
     return 0
+
+
+def sampling_options(args) -> dict:
+    """Sampler, steps, time grid and group schedule: the preset's (``reference`` by default), then explicit flags;
+    plus how the decode runs (static cache, compile)."""
+    from .presets import preset_options
+
+    opts = preset_options(args.preset or "reference")
+    flags = {"sampler": args.sampler, "num_flow_steps": args.steps, "time_grid": args.time_grid,
+             "time_shift": args.time_shift, "group_schedule": args.group_schedule}
+    opts.update({k: v for k, v in flags.items() if v is not None})
+    opts["static_cache"] = bool(args.static_cache)
+    opts["compile"] = False if args.compile is None else (True if args.compile == "auto" else args.compile)
+    return opts
 
 
 def _output_paths(out: str, n: int) -> list[Path]:
@@ -209,8 +224,12 @@ def cmd_reconstruct(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import SIZES, random_pipeline, run_bench
+    from .bench import REFERENCE, SIZES, BenchConfig, random_pipeline, run_bench, speedups
+    from .presets import preset_options
+    from .quality import load_evaluator, run_sweep, sweep_configs
 
+    opts = sampling_options(args)
+    evaluator = load_evaluator(args.evaluator) if (args.vs_default or args.sweep or args.evaluator) else None
     device = _device(args.device)
     if args.ar:
         pipe = _load_pipeline(args)
@@ -219,17 +238,60 @@ def cmd_bench(args) -> int:
         pipe = random_pipeline(args.random, dtype=_dtype(args.dtype, device), device=device)
         label = f"random-weight model '{args.random}' {SIZES[args.random]}"
     acc = [int(a) for a in args.acc_ratios.split(",")]
+    prompts = ["a red apple on a wooden table"] * args.batch
     print(f"QueryAR bench: {label}; {args.size}x{args.size} px = {(args.size // 28) ** 2} tokens, batch {args.batch}, "
-          f"{args.steps} flow steps, cfg {args.cfg}, best of {args.repeats}; device {pipe.device}, dtype {pipe.dtype}; "
+          f"cfg {args.cfg}, best of {args.repeats}; device {pipe.device}, dtype {pipe.dtype}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    results = run_bench(pipe, prompts=["a red apple on a wooden table"] * args.batch, height=args.size, width=args.size,
-                        acc_ratios=acc, num_flow_steps=args.steps, cfg_scale=args.cfg, repeats=args.repeats)
+    reference = BenchConfig.of(REFERENCE, **preset_options(REFERENCE))
+    option = BenchConfig.of(_option_label(args, opts), **opts)
+    if args.sweep:
+        print(f"evaluator: {getattr(evaluator, '__name__', evaluator) if evaluator else 'none (token FD only)'}")
+        for a in acc:
+            print(f"-- sweep at acc_ratio {a}")
+            run_sweep(pipe, sweep_configs(), prompts=prompts, height=args.size, width=args.size, acc_ratio=a,
+                      cfg_scale=args.cfg, seeds=range(args.fd_seeds), evaluator=evaluator, repeats=args.repeats,
+                      emit=print)
+        return 0
+    configs = [reference, option] if args.vs_default and option.options != reference.options else [option]
+    results = run_bench(pipe, prompts=prompts, height=args.size, width=args.size, acc_ratios=acc,
+                        cfg_scale=args.cfg, repeats=args.repeats, configs=configs)
+    print("options: " + "; ".join(f"{c.label} = {c.kwargs}" for c in configs))
     for r in results:
         print(r.row(args.batch))
-    base = results[0].seconds
-    print("speed-up vs acc_ratio " + str(results[0].acc_ratio) + ": " +
-          ", ".join(f"{r.acc_ratio}: {base / r.seconds:.1f}x" for r in results))
+    if len(configs) > 1:
+        for line in speedups(results):
+            print("speed-up " + line)
+        if evaluator is not None:
+            _print_quality(pipe, evaluator, configs, acc, args)
+    else:
+        base = results[0].seconds
+        print("speed-up vs acc_ratio " + str(results[0].acc_ratio) + ": " +
+              ", ".join(f"{r.acc_ratio}: {base / r.seconds:.1f}x" for r in results))
     return 0
+
+
+def _option_label(args, opts: dict) -> str:
+    if args.preset:
+        return args.preset
+    label = f"{opts['sampler']}-{opts['num_flow_steps']}"
+    if opts["group_schedule"] != "equal":
+        label += f"-{opts['group_schedule']}"
+    if opts["compile"]:
+        label += "+compile"
+    elif opts["static_cache"]:
+        label += "+static"
+    return "reference" if label == "sde-30" and opts["time_grid"] == "reference" and opts["time_shift"] == 1.0 \
+        else label
+
+
+def _print_quality(pipe, evaluator, configs, acc, args) -> None:
+    from .quality import evaluate
+
+    for a in acc:
+        common = dict(height=args.size, width=args.size, acc_ratio=a, cfg_scale=args.cfg)
+        scores = [evaluate(evaluator, pipe, c.kwargs, **common) for c in configs]
+        print(f"quality acc_ratio={a:>3}: " + ", ".join(f"{c.label} {s['overall']:.3f}" for c, s in zip(configs, scores))
+              + f" (difference {scores[1]['overall'] - scores[0]['overall']:+.3f})")
 
 
 def cmd_download(args) -> int:
@@ -260,6 +322,25 @@ def _model_args(p: argparse.ArgumentParser, ar_required: bool) -> None:
     p.add_argument("--attn", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"])
 
 
+def _sampling_args(p: argparse.ArgumentParser) -> None:
+    from .integrators import GRIDS, SAMPLERS
+    from .orders import GROUP_SCHEDULES
+    from .presets import PRESETS
+    from .static_decode import COMPILE_MODES
+
+    p.add_argument("--preset", choices=list(PRESETS), help="sampler + steps + time grid + group schedule "
+                   "(default: reference); the flags below override its parts")
+    p.add_argument("--steps", type=int, help="flow-matching steps per token group (reference: 30)")
+    p.add_argument("--sampler", choices=list(SAMPLERS), help="flow-head integrator (reference: sde)")
+    p.add_argument("--time-grid", choices=list(GRIDS), help="flow time grid (reference: reference)")
+    p.add_argument("--time-shift", type=float, help="> 1 puts more flow steps near the noise end (reference: 1)")
+    p.add_argument("--group-schedule", choices=list(GROUP_SCHEDULES),
+                   help="token group sizes for the same number of LLM calls (reference: equal)")
+    p.add_argument("--static-cache", action="store_true", help="static KV cache, fixed shapes per group size")
+    p.add_argument("--compile", nargs="?", const="auto", choices=["auto", *COMPILE_MODES],
+                   help="torch.compile the per-group decode step (auto: CUDA graphs on CUDA)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vgt", description="VGT: Visual Generation Tuning (text-to-image, VGT-AE)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -274,10 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-images", type=int, default=1, help="images per prompt")
     p.add_argument("--cfg", type=float, default=4.5)
     p.add_argument("--cfg-schedule", default="linear", choices=["linear", "constant"])
-    p.add_argument("--steps", type=int, default=30, help="flow-matching steps per token group")
     p.add_argument("--acc-ratio", type=int, default=1, help="tokens decoded in parallel per step")
     p.add_argument("--order", default="random", choices=["random", "raster", "center_out", "checkerboard"])
-    p.add_argument("--sampler", default="sde", choices=["sde", "ode"])
+    _sampling_args(p)
     p.add_argument("--mode", default="reference", choices=["reference", "corrected"])
     p.add_argument("--seed", type=int)
     p.add_argument("--out", default="outputs/vgt.png", help="a .png path (one image) or a folder")
@@ -307,13 +387,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="QueryAR speed: time per image, tokens/s, LLM / flow-head / other split")
     _model_args(p, False)
-    p.add_argument("--random", default="small", help="random-weight size when no --ar: small, medium, 1.5b")
+    p.add_argument("--random", default="small", choices=["small", "medium", "1.5b"],
+                   help="random-weight size when no --ar")
     p.add_argument("--size", type=int, default=448)
-    p.add_argument("--steps", type=int, default=30)
     p.add_argument("--cfg", type=float, default=4.5)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--acc-ratios", default="1,4,16")
     p.add_argument("--repeats", type=int, default=1, help="runs per acc_ratio; the fastest is reported")
+    _sampling_args(p)
+    p.add_argument("--vs-default", action="store_true",
+                   help="time (and score, with an evaluator) the options against the reference default, side by side")
+    p.add_argument("--sweep", action="store_true",
+                   help="a grid of samplers / steps / grids / group schedules against the reference: time, NFE, LLM "
+                        "calls, latent-token Frechet distance and (with an evaluator) score")
+    p.add_argument("--evaluator", help="module:function scoring a pipeline (default: the demo's shapes-GenEval when "
+                                       "installed)")
+    p.add_argument("--fd-seeds", type=int, default=4, help="generations per config for the sweep's token distance")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("download", help="download official files with huggingface_hub (explicit, never automatic)")

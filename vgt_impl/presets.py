@@ -1,0 +1,48 @@
+"""Named sampling presets: a flow-head integrator, its steps and time grid, and a token-group schedule.
+
+A preset changes how the image is sampled, never the model or ``acc_ratio`` (the number of LLM calls): compare a
+preset with ``reference`` at the same ``acc_ratio``. ``reference`` is the official sampler. The others spend fewer
+flow-head evaluations (NFE) per token group; which of them keeps the reference's quality on a given model is measured
+with ``vgt bench --sweep`` (shapes-GenEval on the demo model), not assumed here.
+
+Use: ``pipe.generate(prompts, acc_ratio=4, **preset_options("ab2-10"))``; ``vgt generate --preset ab2-10``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Preset:
+    sampler: str  # integrators.SAMPLERS name
+    num_flow_steps: int  # grid steps per token group
+    time_grid: str = "reference"  # "reference" or "uniform"
+    time_shift: float = 1.0  # > 1: more steps near the noise end
+    group_schedule: str = "equal"  # orders.GROUP_SCHEDULES name
+
+    def options(self) -> dict:
+        """Keyword arguments of ``VGTPipeline.generate``."""
+        return asdict(self)
+
+    def nfe(self) -> int:
+        from .integrators import get_sampler
+
+        return get_sampler(self.sampler).nfe(self.num_flow_steps)
+
+
+PRESETS: dict[str, Preset] = {
+    "reference": Preset("sde", 30),  # the official sampler: 30 Euler-Maruyama steps, equal groups
+    "sde-15": Preset("sde", 15),  # the same SDE, half the evaluations
+    "sde_ab2-12": Preset("sde_ab2", 12, "uniform"),  # SDE with a second-order drift
+    "ab2-10": Preset("ab2", 10, "uniform"),  # second-order ODE, 1 evaluation per step
+    "ab2-8": Preset("ab2", 8, "uniform", 2.0),
+    "ab2-10-cosine": Preset("ab2", 10, "uniform", group_schedule="cosine"),
+}
+
+
+def preset_options(name: str) -> dict:
+    """``generate`` keyword arguments of a named preset."""
+    if name not in PRESETS:
+        raise ValueError(f"preset={name!r}: expected one of {tuple(PRESETS)}")
+    return PRESETS[name].options()
