@@ -67,3 +67,17 @@ def test_a_new_family_is_one_registered_class(tmp_path, monkeypatch):
         class Bad(qwen25):
             name = "bad"
             position_rule = "diagonal"
+
+
+def test_convert_records_the_official_stride(reference_dir, tmp_path, capsys):
+    from vgt_impl.checkpoints import converted_config
+    from vgt_impl.cli import main
+
+    out = tmp_path / "ar.safetensors"
+    assert main(["convert", str(reference_dir / "qwen25vl" / "ar" / "iter_5000.pth"), "--out", str(out)]) == 0
+    cfg = converted_config(out)
+    assert cfg["family"] == "qwen2_5_vl" and cfg["latent_stride"] == 28
+    capsys.readouterr()
+    assert main(["inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "latent_stride:    28 px per token" in text and "needs:     a base model folder: Qwen2.5-VL-3B" in text
