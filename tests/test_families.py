@@ -81,3 +81,24 @@ def test_convert_records_the_official_stride(reference_dir, tmp_path, capsys):
     assert main(["inspect", str(out)]) == 0
     text = capsys.readouterr().out
     assert "latent_stride:    28 px per token" in text and "needs:     a base model folder: Qwen2.5-VL-3B" in text
+
+
+def test_mmengine_style_ar_keys_are_told_apart_by_the_text_model():
+    """An lmm.* VGT-AR file of Qwen3-VL (QK-norm) is not taken for Qwen2.5-VL, whose layout it shares."""
+    import torch
+
+    from vgt_impl.checkpoints import detect_variant, map_ar_state_dict
+
+    def ar(extra: dict) -> dict:
+        p = "lmm.model.language_model."
+        sd = {p + "embed_tokens.weight": torch.zeros(10, 8), p + "layers.0.self_attn.q_proj.weight": torch.zeros(8, 8),
+              p + "norm.weight": torch.zeros(8), "image_head.net.input_proj.weight": torch.zeros(16, 32),
+              "adaptive_metaquery.max_metaquery": torch.zeros(1, 8, 4, 4)}
+        return {**sd, **{p + k: v for k, v in extra.items()}}
+
+    assert detect_variant(ar({})).family == "qwen2_5_vl"
+    qwen3 = ar({"layers.0.self_attn.q_norm.weight": torch.zeros(4)})
+    assert detect_variant(qwen3).family == "qwen3_vl"
+    qwen3["lmm.language_model.norm.weight"] = torch.zeros(8)  # the reference's duplicate LLM copy
+    mapped, _, dropped = map_ar_state_dict(qwen3, "qwen3_vl")
+    assert "llm.layers.0.self_attn.q_norm.weight" in mapped and "lmm.language_model.*" in dropped
