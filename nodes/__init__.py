@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from .autoencoder import VGTAEDecode, VGTAEEncode
 from .editing import VGTComposite, VGTInpaint, VGTOutpaintPad, VGTVariation
-from .loaders import VGTAELoader, VGTModelLoader
+from .loaders import VGTAELoader, VGTModelLoader, VGTUnifiedLoader
 from .sampler import VGTQueryARSampler
 from .text import VGTTextEncode
 
 NODE_CLASS_MAPPINGS = {
+    "VGTUnifiedLoader": VGTUnifiedLoader,
     "VGTModelLoader": VGTModelLoader,
     "VGTAELoader": VGTAELoader,
     "VGTTextEncode": VGTTextEncode,
@@ -22,6 +23,7 @@ NODE_CLASS_MAPPINGS = {
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
+    "VGTUnifiedLoader": "VGT Unified Loader",
     "VGTModelLoader": "Load VGT Model",
     "VGTAELoader": "Load VGT-AE",
     "VGTTextEncode": "VGT Text Encode",
