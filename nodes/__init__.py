@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .autoencoder import VGTAEDecode, VGTAEEncode
 from .editing import VGTComposite, VGTInpaint, VGTOutpaintPad, VGTVariation
+from .examples import VGTExampleImage
 from .loaders import VGTAELoader, VGTModelLoader, VGTUnifiedLoader
 from .sampler import VGTQueryARSampler
 from .text import VGTTextEncode
@@ -20,6 +21,7 @@ NODE_CLASS_MAPPINGS = {
     "VGTOutpaintPad": VGTOutpaintPad,
     "VGTVariation": VGTVariation,
     "VGTComposite": VGTComposite,
+    "VGTExampleImage": VGTExampleImage,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -34,4 +36,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "VGTOutpaintPad": "VGT Outpaint Pad",
     "VGTVariation": "VGT Variation",
     "VGTComposite": "VGT Composite Original",
+    "VGTExampleImage": "VGT Example Image",
 }
