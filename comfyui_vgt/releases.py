@@ -65,11 +65,17 @@ class NodeProgress:
         import comfy.utils
 
         self.bar = None
+        self.total = 0
         self.text = _text_sender()
         self.last = ""
         self._utils = comfy.utils
 
+    def finish(self) -> None:
+        if self.text and self.last:
+            self.text(f"downloaded {self.total / 1e6:.1f} MB into {download_root()}")
+
     def __call__(self, done: int, total: int, what: str) -> None:
+        self.total = total
         if self.bar is None:
             self.bar = self._utils.ProgressBar(max(total, 1))
         self.bar.update_absolute(min(done, total), max(total, 1))
@@ -106,8 +112,10 @@ def resolve(choice: str, download_missing: bool):
     hub = _hub()
     release = release_for(choice)
     roots = folders.roots() or [download_root()]
+    progress = NodeProgress()
     resolved = hub.resolve_release(release, roots, download_root=download_root(), download=download_missing,
-                                   progress=NodeProgress(), endpoint=os.environ.get("HF_ENDPOINT") or None)
+                                   progress=progress, endpoint=os.environ.get("HF_ENDPOINT") or None)
+    progress.finish()
     return release, resolved
 
 
