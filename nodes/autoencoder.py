@@ -20,6 +20,7 @@ class VGTAEEncode:
     FUNCTION = "encode"
     RETURN_TYPES = (T.VGT_LATENT,)
     RETURN_NAMES = ("samples",)
+    OUTPUT_TOOLTIPS = ("VGT latents [B, 32, H/s, W/s] (s = 28 px per token; 32 for Qwen3-VL): for VGT-AE Decode or the editing nodes.",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -46,6 +47,7 @@ class VGTAEDecode:
     FUNCTION = "decode"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("image",)
+    OUTPUT_TOOLTIPS = ("The decoded images (IMAGE, 0..1).",)
 
     @classmethod
     def INPUT_TYPES(cls):
