@@ -1,9 +1,10 @@
 """Socket types and the VGT latent container.
 
 VGT latents travel on their own socket type, ``VGT_LATENT``, not ComfyUI's ``LATENT``: a VGT latent is 32 channels at
-stride 28 (32 for Qwen3-VL models) and an SD/Flux VAE would crash deep in a convolution on it, while a distinct type makes ComfyUI refuse the
-link (in the editor and when validating an API prompt) with a clear message. The value is a dict shaped like a LATENT
-(``{"samples": tensor, ...}``) plus VGT metadata, checked again by every node that receives one.
+stride 28 (32 for Qwen3-VL models) and an SD/Flux VAE would crash deep in a convolution on it, while a distinct type
+makes ComfyUI refuse the link (in the editor and when validating an API prompt) with a clear message. The value is a
+dict shaped like a LATENT (``{"samples": tensor, ...}``) plus VGT metadata (family, stride), checked again by every
+node that receives one.
 """
 
 from __future__ import annotations

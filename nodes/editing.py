@@ -40,7 +40,7 @@ def _edit(model, positive, negative, samples, gen_mask, **kw) -> dict:
     gen_mask = gen_mask.expand(b, h, w)
     if not bool(gen_mask.any()):
         show_on_node("Nothing to regenerate: the mask covers no token, so the latents are returned unchanged.")
-        return T.make_latent(z.clone(), samples.get("family") or model.family)
+        return T.make_latent(z.clone(), samples.get("family") or model.family, stride=s)
     return generate.run(model, positive, negative, width=w * s, height=h * s, batch_size=b,
                         context=(z, gen_mask), **kw)
 
