@@ -57,4 +57,4 @@ def run(handle, positive, negative, *, width: int, height: int, batch_size: int,
         cfg_scale=cfg, cfg_schedule=cfg_schedule, acc_ratio=acc, order=order, mode=mode, generator=gen,
         context=context, callback=make_callback(None, preview_decoder=decoder), decode=False, **sampling,
     )
-    return make_latent(out.latents.to(mm.intermediate_device()), handle.family)
+    return make_latent(out.latents.to(mm.intermediate_device()), handle.family, stride=handle.latent_stride)

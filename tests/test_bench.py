@@ -8,7 +8,7 @@ import types
 import pytest
 import torch
 
-from vgt_impl.bench import REFERENCE, BenchConfig, random_pipeline, run_bench, speedups
+from vgt_impl.bench import REFERENCE, BenchConfig, floor_seconds, random_pipeline, run_bench, speedups, weight_bytes
 from vgt_impl.cli import main
 from vgt_impl.quality import frechet_distance, load_evaluator, run_sweep, shapes_geneval
 
@@ -38,12 +38,18 @@ def test_configs_side_by_side(pipe):
     ref = BenchConfig.of(REFERENCE, num_flow_steps=4)
     fast = BenchConfig.of("ab2-2", sampler="ab2", num_flow_steps=2, time_grid="uniform", group_schedule="cosine")
     static = BenchConfig.of("static", num_flow_steps=4, static_cache=True)
-    res = run_bench(pipe, prompts=["a cat"], acc_ratios=[1, 2], configs=[ref, fast, static], **TINY)
-    assert [(r.acc_ratio, r.label) for r in res] == [(a, c.label) for a in (1, 2) for c in (ref, fast, static)]
-    assert [r.nfe for r in res[:3]] == [4, 2, 4] and [r.calls for r in res] == [4, 4, 4, 2, 2, 2]
+    res = run_bench(pipe, prompts=["a cat"], acc_ratios=[2, 4], configs=[ref, fast, static], **TINY)
+    assert [(r.acc_ratio, r.label) for r in res] == [(a, c.label) for a in (2, 4) for c in (ref, fast, static)]
+    assert [r.nfe for r in res[:3]] == [4, 2, 4] and [r.calls for r in res] == [2, 2, 2, 1, 1, 1]
     assert res[0].llm > 0 and res[0].flow_head > 0 and res[2].llm is None and "-" in res[2].row(1)
     lines = speedups(res)
     assert len(lines) == 2 and "ab2-2" in lines[0] and "vs reference" in lines[0]
+    llm, head = weight_bytes(pipe)
+    emb = pipe.ar.llm.get_input_embeddings().weight.numel()
+    assert llm == 4 * (sum(p.numel() for p in pipe.ar.llm.parameters()) - emb)  # fp32, embedding table excluded
+    assert head == 4 * sum(p.numel() for p in pipe.ar.flow_head.parameters())
+    assert floor_seconds(pipe, res[0], 1.0) == pytest.approx(2 * (llm + 4 * head) / 1e9)
+    assert floor_seconds(pipe, res[1], 2.0) == pytest.approx(2 * (llm + 2 * head) / 2e9)
 
 
 def test_sweep_rows(pipe):
@@ -85,14 +91,15 @@ def test_evaluator_plug_in(monkeypatch, pipe):
 
 
 def test_bench_command_vs_default(capsys):
-    args = ["bench", "--random", "small", "--size", "56", "--acc-ratios", "1,2", "--cfg", "3", "--preset", "ab2-8",
+    args = ["bench", "--random", "small", "--size", "56", "--acc-ratios", "2,4", "--cfg", "3", "--preset", "ab2-8-shift2",
             "--vs-default", "--evaluator", "tests.test_bench:fake_evaluator"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert out.count("reference ") >= 2 and out.count("ab2-8 ") >= 2 and "NFE  30" in out and "NFE   8" in out
-    assert "speed-up acc_ratio=  1: ab2-8" in out and "quality acc_ratio=  2: reference 0.800, ab2-8 0.580" in out
+    assert out.count("reference ") >= 2 and out.count("ab2-8-shift2 ") >= 2 and "NFE  30" in out and "NFE   8" in out
+    assert "speed-up acc_ratio=  4: ab2-8-shift2" in out and "quality acc_ratio=  2: reference 0.800, ab2-8-shift2 0.580" in out
     assert main(["bench", "--random", "small", "--size", "56", "--acc-ratios", "2", "--steps", "3",
-                 "--sampler", "heun", "--group-schedule", "ramp"]) == 0
-    assert "heun-3-ramp" in capsys.readouterr().out
+                 "--sampler", "heun", "--group-schedule", "ramp", "--bandwidth", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "heun-3-ramp" in out and "NFE   6" in out and "the floor" in out
     with pytest.raises(SystemExit):
         main(["bench", "--preset", "fastest"])

@@ -78,7 +78,7 @@ def test_compiled_step_equals_eager(reference_dir, fam):
     inductor compiles but skips code generation, which keeps this test fast on CPU."""
     pipe = _pipeline(str(reference_dir), fam)
     groups = [[5, 1, 8], [2, 6, 0, 7, 3], [11, 9, 4, 10]]  # three sizes, three graphs
-    base = dict(cfg_scale=3.0, num_flow_steps=3, interleave=True, qwen_positions=fam == "qwen25vl")
+    base = dict(cfg_scale=3.0, num_flow_steps=3, interleave=True, position_rule="padded_text_offset" if fam == "qwen25vl" else "continue")
     eager = _decode(pipe, DecodeSettings(**base), groups)
     compiled = _decode(pipe, DecodeSettings(**base, compile_mode="default", compile_backend="aot_eager"), groups)
     torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=0)

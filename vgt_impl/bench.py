@@ -181,9 +181,24 @@ def _one_run(pipe, prompts, acc, base, cfg: BenchConfig, seed) -> BenchResult:
         out = _generate(pipe, prompts, acc, base, cfg, seed)
         _sync(pipe.device)
         total = time.perf_counter() - t0
-    n = (base["height"] // 28) * (base["width"] // 28)
+    n = (base["height"] // pipe.latent_stride) * (base["width"] // pipe.latent_stride)
     return BenchResult(acc, n, total, llm_t[0] if split else None, head_t[0] if split else None,
                        _peak_mb(pipe.device), cfg.label, cfg.nfe, len(out.groups))
+
+
+def weight_bytes(pipe) -> tuple[int, int]:
+    """Bytes of weights one LLM call and one flow-head evaluation read (the token embedding table excluded: a call
+    reads only the rows it looks up)."""
+    emb = pipe.ar.llm.get_input_embeddings().weight
+    llm = sum(p.numel() * p.element_size() for p in pipe.ar.llm.parameters() if p is not emb)
+    head = sum(p.numel() * p.element_size() for p in pipe.ar.flow_head.parameters())
+    return llm, head
+
+
+def floor_seconds(pipe, result: BenchResult, bandwidth_gbs: float) -> float:
+    """The memory-bandwidth floor of a run: every LLM call and every flow-head evaluation reads its weights once."""
+    llm, head = weight_bytes(pipe)
+    return result.calls * (llm + result.nfe * head) / (bandwidth_gbs * 1e9)
 
 
 def speedups(results: Sequence[BenchResult], baseline: str = REFERENCE) -> list[str]:

@@ -36,7 +36,7 @@ PRESETS: dict[str, Preset] = {
     "sde-15": Preset("sde", 15),  # the same SDE, half the evaluations
     "sde_ab2-12": Preset("sde_ab2", 12, "uniform"),  # SDE with a second-order drift
     "ab2-10": Preset("ab2", 10, "uniform"),  # second-order ODE, 1 evaluation per step
-    "ab2-8": Preset("ab2", 8, "uniform", 2.0),
+    "ab2-8-shift2": Preset("ab2", 8, "uniform", 2.0),  # fewer steps, more of them near the noise end
     "ab2-10-cosine": Preset("ab2", 10, "uniform", group_schedule="cosine"),
 }
 

@@ -109,8 +109,10 @@ def sweep_configs():
     from .bench import REFERENCE, BenchConfig
     from .presets import PRESETS
 
-    c = BenchConfig.of
-    out = [c(REFERENCE, **PRESETS[REFERENCE].options())]
+    def c(label: str, **kw) -> BenchConfig:  # every option spelled out, so equal settings compare equal
+        return BenchConfig.of(label, **dict(PRESETS[REFERENCE].options(), **kw))
+
+    out = [c(REFERENCE)]
     out += [c(f"sde-{n}", sampler="sde", num_flow_steps=n) for n in (20, 15, 10)]
     out += [c(f"sde_ab2-{n}", sampler="sde_ab2", num_flow_steps=n, time_grid="uniform") for n in (15, 10)]
     out += [c(f"ode-{n}", sampler="ode", num_flow_steps=n, time_grid="uniform") for n in (15, 10)]
@@ -122,6 +124,13 @@ def sweep_configs():
     out += [c(f"reference-{g}", sampler="sde", num_flow_steps=30, group_schedule=g) for g in ("cosine", "ramp")]
     out += [c(f"ab2-10-{g}", sampler="ab2", num_flow_steps=10, time_grid="uniform", group_schedule=g)
             for g in ("cosine", "ramp")]
+    labels = {cfg.label: cfg for cfg in out}
+    for name, preset in PRESETS.items():  # every preset is in the grid, under its own name
+        cfg = c(name, **preset.options())
+        if labels.get(name, cfg) != cfg:
+            raise AssertionError(f"sweep label {name!r} differs from the preset of that name")
+        if name not in labels:
+            out.append(cfg)
     return out
 
 
@@ -139,18 +148,17 @@ def run_sweep(pipe, configs: Sequence, *, prompts: Sequence[str], height: int, w
     common = dict(height=height, width=width, acc_ratio=acc_ratio, cfg_scale=cfg_scale)
     timed = {r.label: r for r in run_bench(pipe, prompts=prompts, height=height, width=width, acc_ratios=[acc_ratio],
                                            cfg_scale=cfg_scale, repeats=repeats, configs=configs)}
-    ref_tokens = sample_tokens_of(pipe, ref.kwargs, prompts=prompts, seeds=seeds, **common)
-    floor_seeds = [s + 10_000 for s in seeds]
-    floor = frechet_distance(ref_tokens, sample_tokens_of(pipe, ref.kwargs, prompts=prompts, seeds=floor_seeds,
-                                                          **common))
+    seeds = list(seeds)
+    tokens = (lambda cfg, ss: sample_tokens_of(pipe, cfg.kwargs, prompts=prompts, seeds=ss, **common)) if seeds else None
+    ref_tokens = tokens(ref, seeds) if tokens else None
+    floor = frechet_distance(ref_tokens, tokens(ref, [s + 10_000 for s in seeds])) if tokens else float("nan")
     ref_scores = evaluate(evaluator, pipe, ref.kwargs, **common) if evaluator else None
     emit(f"{'config':<18} {'NFE':>4} {'calls':>5} {'s/image':>9} {'speed-up':>8} {'token FD':>9}"
          + (f" {'score':>6} {'d score':>8}" if evaluator else "") + f"   (token FD floor, other seeds: {floor:.4f})")
     rows = []
     for cfg in configs:
         t = timed[cfg.label]
-        fd = 0.0 if cfg is ref else frechet_distance(ref_tokens, sample_tokens_of(
-            pipe, cfg.kwargs, prompts=prompts, seeds=seeds, **common))
+        fd = 0.0 if cfg is ref else frechet_distance(ref_tokens, tokens(cfg, seeds)) if tokens else float("nan")
         row = dict(label=cfg.label, nfe=cfg.nfe, calls=t.calls, seconds=t.seconds / len(prompts),
                    speedup=timed[REFERENCE].seconds / t.seconds, fd=fd, fd_floor=floor, options=cfg.kwargs)
         line = (f"{cfg.label:<18} {cfg.nfe:>4} {t.calls:>5} {row['seconds']:>9.3f} {row['speedup']:>7.2f}x "

@@ -94,6 +94,8 @@ class StaticEngine:
         self.valid = torch.ones(rows, max_len, dtype=torch.bool, device=dev)  # keys that may be attended (corrected)
         self.row_base = torch.zeros(rows, 1, dtype=torch.long, device=dev)  # position base per row
         self.t_embs = flow.time_embeddings(model.flow_head)  # [S(+1), 1, dim], refreshed per generation
+        for buf in (self.key_index, self.valid, self.row_base, self.t_embs):  # fixed addresses: no copies per replay
+            torch._dynamo.mark_static_address(buf)
         params = inspect.signature(model.llm.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._pass_cache_position = "cache_position" in params  # transformers 4.x
@@ -213,7 +215,7 @@ def _plan(prefix: PrefixInputs, tail_len: int, sizes: Sequence[int], settings: D
     feed = 2 if settings.interleave else 1
     lengths = [feed * sizes[k - 1] + sizes[k] for k in range(1, len(sizes))]
     slots, rel, offset, done = [], [], t0, 0
-    qwen_rule = settings.mode == "reference" and settings.qwen_positions
+    qwen_rule = settings.mode == "reference" and settings.position_rule == "padded_text_offset"
     for k, n in enumerate(lengths, start=1):
         slots += range(offset, offset + n)
         # reference Qwen2.5-VL rule: text_len + k * call_len + i; otherwise continue each row from its last position
@@ -290,7 +292,7 @@ def decode_static(
     max_position = prefix.text_embeds.shape[1] + need  # an upper bound on every position id of either rule
     with _compile_limits(settings, len(set(sizes))), _plain_rope(model.llm, max_position):
         hidden, last = eng.prefill(prefix, torch.cat([tail, q_ord[:, : sizes[0]].expand(rows, -1, -1)], dim=1))
-        qwen_rule = settings.mode == "reference" and settings.qwen_positions
+        qwen_rule = settings.mode == "reference" and settings.position_rule == "padded_text_offset"
         eng.row_base.copy_(torch.zeros_like(last) if qwen_rule else last + 1)
         pending, off = None, 0
         for k in range(num_groups):
