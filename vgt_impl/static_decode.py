@@ -195,6 +195,8 @@ def _engine(model, rows: int, need: int, settings: DecodeSettings, flow: FlowSam
     key = (rows, model.device, model.dtype, settings.cfg_scale > 1.0, settings.interleave, settings.mode,
            settings.compile_mode, settings.compile_backend, flow)
     engines: dict = model.__dict__.setdefault("_vgt_static_engines", {})
+    for stale in [k for k in engines if k[1] != model.device or k[2] != model.dtype]:  # the model moved: free them
+        del engines[stale]
     eng = engines.get(key)
     if eng is None or eng.cache.max_len < need:
         engines.pop(key, None)
@@ -289,7 +291,7 @@ def decode_static(
     bounds = [0]
     for s in sizes:
         bounds.append(bounds[-1] + s)
-    max_position = prefix.text_embeds.shape[1] + need  # an upper bound on every position id of either rule
+    max_position = t0 + (max(rel) if rel else 0)  # an upper bound on every position id of either rule
     with _compile_limits(settings, len(set(sizes))), _plain_rope(model.llm, max_position):
         hidden, last = eng.prefill(prefix, torch.cat([tail, q_ord[:, : sizes[0]].expand(rows, -1, -1)], dim=1))
         qwen_rule = settings.mode == "reference" and settings.position_rule == "padded_text_offset"
