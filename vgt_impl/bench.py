@@ -68,6 +68,8 @@ class BenchResult:
     nfe: int = 30
     calls: int = 0  # LLM calls (token groups)
     warmup_s: float = 0.0  # the first (warm-up) run, compilation included
+    cpu_s: float | None = None  # process CPU time of the run (CPU device only): steadier than wall time on a shared
+    # machine, where other processes' load stretches wall time but not the work done
 
     @property
     def other(self) -> float | None:
@@ -81,7 +83,8 @@ class BenchResult:
             f"{self.label:<16} acc_ratio={self.acc_ratio:>3}  NFE {self.nfe:>3}  calls {self.calls:>4}  "
             f"{self.seconds / batch:8.3f} s/image  {self.tokens * batch / self.seconds:8.1f} tok/s  "
             f"llm {pct(self.llm)}  flow-head {pct(self.flow_head)}  other {pct(self.other)}  "
-            f"peak {self.peak_mb:8.0f} MB" + (f"  (warm-up {self.warmup_s:.1f} s)" if self.warmup_s else "")
+            f"peak {self.peak_mb:8.0f} MB" + (f"  cpu {self.cpu_s / batch:8.3f} s/image" if self.cpu_s else "")
+            + (f"  (warm-up {self.warmup_s:.1f} s)" if self.warmup_s else "")
         )
 
 
@@ -178,13 +181,14 @@ def _one_run(pipe, prompts, acc, base, cfg: BenchConfig, seed) -> BenchResult:
             stack.enter_context(_timed(pipe.ar.llm, llm_t))
             stack.enter_context(_timed(pipe.ar.flow_head, head_t, HEAD_METHODS))
         _sync(pipe.device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = _generate(pipe, prompts, acc, base, cfg, seed)
         _sync(pipe.device)
-        total = time.perf_counter() - t0
+        total, cpu = time.perf_counter() - t0, time.process_time() - c0
     n = (base["height"] // pipe.latent_stride) * (base["width"] // pipe.latent_stride)
     return BenchResult(acc, n, total, llm_t[0] if split else None, head_t[0] if split else None,
-                       _peak_mb(pipe.device), cfg.label, cfg.nfe, len(out.groups))
+                       _peak_mb(pipe.device), cfg.label, cfg.nfe, len(out.groups),
+                       cpu_s=cpu if pipe.device.type == "cpu" else None)
 
 
 def weight_bytes(pipe) -> tuple[int, int]:
@@ -202,6 +206,11 @@ def floor_seconds(pipe, result: BenchResult, bandwidth_gbs: float) -> float:
     return result.calls * (llm + result.nfe * head) / (bandwidth_gbs * 1e9)
 
 
+def _ratio(base: BenchResult, r: BenchResult) -> str:
+    cpu = f" (cpu time {base.cpu_s / r.cpu_s:.2f}x)" if r.cpu_s and base.cpu_s else ""
+    return f"{base.seconds / r.seconds:.2f}x{cpu}"
+
+
 def speedups(results: Sequence[BenchResult], baseline: str = REFERENCE) -> list[str]:
     """Per acc_ratio: each config's time ratio to the baseline config measured in the same run."""
     lines = []
@@ -210,8 +219,8 @@ def speedups(results: Sequence[BenchResult], baseline: str = REFERENCE) -> list[
         base = next((r for r in rows if r.label == baseline), None)
         if base is None or len(rows) < 2:
             continue
-        lines.append(f"acc_ratio={acc:>3}: " + ", ".join(f"{r.label} {base.seconds / r.seconds:.2f}x"
-                                                         for r in rows if r is not base) + f" vs {baseline}")
+        lines.append(f"acc_ratio={acc:>3}: " + ", ".join(f"{r.label} {_ratio(base, r)}" for r in rows if r is not base)
+                     + f" vs {baseline}")
     return lines
 
 

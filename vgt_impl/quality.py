@@ -153,16 +153,19 @@ def run_sweep(pipe, configs: Sequence, *, prompts: Sequence[str], height: int, w
     ref_tokens = tokens(ref, seeds) if tokens else None
     floor = frechet_distance(ref_tokens, tokens(ref, [s + 10_000 for s in seeds])) if tokens else float("nan")
     ref_scores = evaluate(evaluator, pipe, ref.kwargs, **common) if evaluator else None
-    emit(f"{'config':<18} {'NFE':>4} {'calls':>5} {'s/image':>9} {'speed-up':>8} {'token FD':>9}"
+    cpu_col = f" {'(cpu)':>8}" if pipe.device.type == "cpu" else ""
+    emit(f"{'config':<18} {'NFE':>4} {'calls':>5} {'s/image':>9} {'speed-up':>8}{cpu_col} {'token FD':>9}"
          + (f" {'score':>6} {'d score':>8}" if evaluator else "") + f"   (token FD floor, other seeds: {floor:.4f})")
     rows = []
     for cfg in configs:
         t = timed[cfg.label]
         fd = 0.0 if cfg is ref else frechet_distance(ref_tokens, tokens(cfg, seeds)) if tokens else float("nan")
+        ref_t = timed[REFERENCE]
         row = dict(label=cfg.label, nfe=cfg.nfe, calls=t.calls, seconds=t.seconds / len(prompts),
-                   speedup=timed[REFERENCE].seconds / t.seconds, fd=fd, fd_floor=floor, options=cfg.kwargs)
+                   speedup=ref_t.seconds / t.seconds, fd=fd, fd_floor=floor, options=cfg.kwargs,
+                   cpu_speedup=ref_t.cpu_s / t.cpu_s if t.cpu_s and ref_t.cpu_s else None)
         line = (f"{cfg.label:<18} {cfg.nfe:>4} {t.calls:>5} {row['seconds']:>9.3f} {row['speedup']:>7.2f}x "
-                f"{fd:>9.4f}")
+                + (f"{row['cpu_speedup']:>7.2f}x " if row["cpu_speedup"] else "") + f"{fd:>9.4f}")
         if evaluator is not None:
             scores = evaluate(evaluator, pipe, cfg.kwargs, **common) if cfg is not ref else ref_scores
             row.update(scores=scores, score=scores["overall"], delta=scores["overall"] - ref_scores["overall"])
