@@ -127,7 +127,8 @@ def test_grids():
     t = torch.linspace(0, 1, 11, dtype=torch.float64)
     assert torch.equal(shift_times(t, 1.0), t)
     for kwargs, match in [(dict(num_steps=0), "num_steps"), (dict(num_steps=3, kind="karras"), "reference"),
-                          (dict(num_steps=3, shift=-1.0), "time_shift"), (dict(num_steps=3, last_step_size=1.5),
+                          (dict(num_steps=3, shift=-1.0), "time_shift"), (dict(num_steps=3, shift=True), "time_shift"),
+                          (dict(num_steps=3, last_step_size=1.5),
                                                                            "last_step_size")]:
         with pytest.raises(ValueError, match=match):
             make_grid(**kwargs)

@@ -248,6 +248,8 @@ def cmd_bench(args) -> int:
     else:
         pipe = random_pipeline(args.random, dtype=_dtype(args.dtype, device), device=device)
         label = f"random-weight model '{args.random}' {SIZES[args.random]}"
+    if evaluator is not None and args.evaluator is None and pipe.ae is None:
+        evaluator = None  # the auto-detected shapes-GenEval scores decoded images: this model has no VGT-AE
     acc = [int(a) for a in args.acc_ratios.split(",")]
     prompts = ["a red apple on a wooden table"] * args.batch
     print(f"QueryAR bench: {label}; {args.size}x{args.size} px = {(args.size // pipe.latent_stride) ** 2} tokens, "

@@ -55,7 +55,7 @@ def make_grid(num_steps: int, kind: str = "reference", shift: float = 1.0, last_
         raise ValueError(f"num_steps={num_steps!r} must be an int >= 1")
     if kind not in GRIDS:
         raise ValueError(f"time_grid={kind!r}: expected one of {GRIDS}")
-    if not (isinstance(shift, (int, float)) and math.isfinite(shift) and shift > 0):
+    if isinstance(shift, bool) or not (isinstance(shift, (int, float)) and math.isfinite(shift) and shift > 0):
         raise ValueError(f"time_shift={shift!r} must be a positive number (1 = no shift, > 1 = more steps near noise)")
     if kind == "reference":
         if not 0.0 < last_step_size < 1.0:

@@ -269,7 +269,7 @@ def decode_static(
     batch, c, device = rows // cfg_rows, model.config.latent_dim, model.device
     flow = settings.flow_sampler
     sizes = [len(g) for g in groups]
-    queries, pos = model.queries(h, w)  # [1, N, D] each (queries already include pos)
+    queries, pos = model.queries(h, w, model.latent_stride)  # [1, N, D] each (queries already include pos)
     flat = torch.tensor([i for g in groups for i in g], dtype=torch.long, device=device)
     q_ord, pos_ord = queries.to(model.dtype)[:, flat], pos.to(model.dtype)[:, flat]  # decoding order: groups are slices
     tail = q_ord.new_zeros(rows, 0, q_ord.shape[-1])
