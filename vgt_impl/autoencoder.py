@@ -14,9 +14,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import get_family
+from .backbones import detect_family_from_dir, get_family
 from .backbones.common import rebuild_meta_buffers
 from .config import LATENT_CHANNELS, LATENT_STRIDE, AEConfig
+from .validation import (
+    check_attn_implementation,
+    check_device,
+    check_dtype,
+    check_finite,
+    check_nonempty,
+    check_range,
+    check_tensor,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,23 +58,57 @@ class ResBlock(nn.Module):
 
 
 def load_decoder_config(decoder_config: Any) -> dict[str, Any]:
-    """A diffusers AutoencoderDC config: dict, folder with config.json, config.json path, or None (built-in f32c32)."""
+    """A diffusers AutoencoderDC config: dict, folder with config.json, config.json path, or None (built-in f32c32).
+
+    Anything else (a VLM folder's config, unknown fields, latents other than 32 channels) is an error naming it.
+    """
     if decoder_config is None:
         return dict(DCAE_F32C32)
     if isinstance(decoder_config, dict):
-        return dict(decoder_config)
+        return _check_decoder_config(dict(decoder_config), "decoder_config")
+    if not isinstance(decoder_config, (str, Path)):
+        raise TypeError(f"decoder_config must be a dict, a folder or a config.json path, got {type(decoder_config).__name__}")
     path = Path(decoder_config)
     path = path / "config.json" if path.is_dir() else path
     if not path.is_file():
         raise FileNotFoundError(f"DC-AE decoder config {path} not found (a diffusers AutoencoderDC folder or config.json)")
     import json
 
-    return {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"DC-AE decoder config {path} is not valid JSON ({e})") from e
+    if not isinstance(raw, dict):
+        raise ValueError(f"DC-AE decoder config {path} is not a JSON object")
+    cls = raw.get("_class_name")
+    if "model_type" in raw or (cls is not None and cls != "AutoencoderDC"):
+        kind = f"a {raw['model_type']!r} model config" if "model_type" in raw else f"a {cls} config"
+        raise ValueError(f"DC-AE decoder config {path} is {kind}, not a DC-AE (AutoencoderDC) one: pass the folder of "
+                         f"mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers, or nothing for the built-in f32c32 config")
+    return _check_decoder_config({k: v for k, v in raw.items() if not k.startswith("_")}, str(path))
+
+
+def _check_decoder_config(cfg: dict[str, Any], where: str) -> dict[str, Any]:
+    import inspect
+
+    from diffusers import AutoencoderDC
+
+    known = set(inspect.signature(AutoencoderDC.__init__).parameters) - {"self"}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ValueError(f"DC-AE decoder config {where} has fields AutoencoderDC does not know: {', '.join(unknown)} "
+                         f"(is it a DC-AE config?)")
+    if cfg.get("latent_channels", LATENT_CHANNELS) != LATENT_CHANNELS:
+        raise ValueError(f"DC-AE decoder config {where} has latent_channels={cfg['latent_channels']}, but VGT latents "
+                         f"have {LATENT_CHANNELS}: use the f32c32 DC-AE config")
+    return cfg
 
 
 def nearest_sizes(v: int, stride: int = LATENT_STRIDE) -> str:
-    lo = max(stride, v // stride * stride)
-    hi = (v // stride + 1) * stride
+    """Valid sizes next to ``v`` px: '84 or 112', or the single smallest size when ``v`` is below one token."""
+    if v < stride:
+        return str(stride)
+    lo, hi = v // stride * stride, (v // stride + 1) * stride
     return f"{lo} or {hi}" if lo != v else str(v)
 
 
@@ -114,6 +157,8 @@ class VGTAutoencoder(nn.Module):
         """Load an official VGT-AE checkpoint (``.pth``/``.safetensors``), or the VGT-AE inside a VGT-AR checkpoint."""
         from .checkpoints import detect_variant, load_checkpoint_file
 
+        _check_runtime(dtype, device, attn_implementation)
+        load_decoder_config(decoder_config)  # a wrong decoder config fails before the checkpoint is read
         sd = load_checkpoint_file(checkpoint)
         info = detect_variant(sd)
         if info.kind in ("ar", "converted_ar"):
@@ -132,10 +177,15 @@ class VGTAutoencoder(nn.Module):
     ) -> VGTAutoencoder:
         """Build from official (or converted) VGT-AE weights; sizes come from the weights' shapes."""
         from .checkpoints import FAMILY_NAMES, detect_variant, load_strict
-        from .loading import check_base_family
+        from .loading import _AE_BASES, check_base_family, family_name
 
+        dtype, device = _check_runtime(dtype, device, attn_implementation)
         info = detect_variant(sd)
-        check_base_family(info.family, base_model, what)
+        if info.kind not in ("ae", "converted_ae"):
+            raise ValueError(f"{what} is not a VGT-AE state dict (it looks like {info.kind})")
+        check_base_family(info.family, base_model, what, fix=(
+            f"use the base model of this VGT-AE's encoder ({_AE_BASES.get(info.family)}), or the VGT-AE of "
+            f"{family_name(detect_family_from_dir(base_model))}"))
         fam = get_family(info.family)
         base_cfg = fam.load_base_config(base_model)
         if not isinstance(decoder_config, dict) and decoder_config is None and "decoder.conv_in.weight" in sd:
@@ -143,7 +193,6 @@ class VGTAutoencoder(nn.Module):
         config = AEConfig(family=info.family, embed_dim=info.latent_channels, hidden_size=info.ae_width,
                           decoder_config=load_decoder_config(decoder_config))
         mapped, dropped = fam.map_ae_state_dict(sd) if info.family else (sd, {})
-        device = torch.device(device)
         with torch.device("meta"):
             model = cls(config, base_cfg, attn_implementation=attn_implementation)
         mapped = {k: v.to(dtype=dtype) if v.is_floating_point() else v for k, v in mapped.items()}
@@ -152,16 +201,41 @@ class VGTAutoencoder(nn.Module):
         return model.to(device=device).eval().requires_grad_(False)
 
     # ------------------------------------------------------------------ encode / decode
-    def check_images(self, images: torch.Tensor) -> None:
-        if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] != 3:
-            shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
-            raise ValueError(f"images must be a [B, 3, H, W] tensor in [-1, 1], got {shape}")
+    def check_images(self, images: torch.Tensor, name: str = "images") -> torch.Tensor:
+        """Validate encoder input -> float images in [-1, 1].
+
+        Contract: float images in [-1, 1] (a tolerance of 1e-3 absorbs resize rounding); ``uint8`` images are
+        converted explicitly (x / 127.5 - 1, the CLI's mapping). Anything else (0..255 floats, other integer types,
+        NaN/inf, empty batches, sizes off the 28 grid) is an error naming the input.
+        """
+        check_tensor(name, images, shape_hint="[B, 3, H, W]")
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"{name} must be a [B, 3, H, W] tensor in [-1, 1], got shape {tuple(images.shape)}")
+        if images.dtype == torch.uint8:
+            images = images.float() / 127.5 - 1.0  # 0..255 -> [-1, 1], as the CLI's image loader
+        elif not images.is_floating_point():
+            raise TypeError(f"{name} has dtype {images.dtype}: expected float images in [-1, 1] (or uint8 in 0..255)")
+        check_nonempty(name, images, "B, 3, H, W")
         h, w = images.shape[-2:]
         if h % self.stride or w % self.stride or h < self.stride or w < self.stride:
             raise ValueError(
-                f"image size {h}x{w} is not a multiple of {self.stride}: use height {nearest_sizes(h)} and width "
+                f"{name} size {h}x{w} is not a multiple of {self.stride}: use height {nearest_sizes(h)} and width "
                 f"{nearest_sizes(w)} (crop or resize the image first)"
             )
+        check_finite(name, images)
+        check_range(name, images, -1.0, 1.0, " (VGT-AE takes images in [-1, 1]: for 0..255 values use x / 127.5 - 1, "
+                    "for 0..1 values 2 * x - 1)")
+        return images
+
+    def check_latents(self, latents: torch.Tensor, name: str = "latents") -> None:
+        check_tensor(name, latents, shape_hint=f"[B, {self.latent_channels}, h, w]")
+        if latents.ndim != 4 or latents.shape[1] != self.latent_channels:
+            raise ValueError(f"VGT-AE decode expects {name} [B, {self.latent_channels}, h, w], got "
+                             f"{tuple(latents.shape)}")
+        if not latents.is_floating_point():
+            raise TypeError(f"{name} has dtype {latents.dtype}: expected a float tensor")
+        check_nonempty(name, latents, f"B, {self.latent_channels}, h, w")
+        check_finite(name, latents)
 
     @torch.inference_mode()
     def encode(self, images: torch.Tensor, *, reference_nonneg_quirk: bool = False) -> torch.Tensor:
@@ -170,7 +244,7 @@ class VGTAutoencoder(nn.Module):
         ``reference_nonneg_quirk`` reproduces the reference for an all-non-negative batch (treated as [0, 1] input;
         the InternVL one then skips normalisation). Off by default: inputs are always [-1, 1].
         """
-        self.check_images(images)
+        images = self.check_images(images)
         b, _, h, w = images.shape
         x = images.to(device=self.device, dtype=torch.float32)
         fam = get_family(self.family)
@@ -185,18 +259,32 @@ class VGTAutoencoder(nn.Module):
             feats = block(feats.to(self.dtype))
         z = self.down_mlp(feats).float()  # [B, hw, 32]
         z = F.layer_norm(z, (z.shape[-1],), eps=1e-6)  # channel LayerNorm, no affine
+        _check_output("VGT-AE encode", "latents", z, self.dtype)
         return z.transpose(1, 2).reshape(b, -1, h // self.stride, w // self.stride)
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents [B, 32, h, w] -> images [B, 3, 28h, 28w] in [-1, 1] (float32)."""
-        if not torch.is_tensor(latents) or latents.ndim != 4 or latents.shape[1] != self.latent_channels:
-            shape = tuple(latents.shape) if torch.is_tensor(latents) else type(latents).__name__
-            raise ValueError(f"VGT-AE decode expects latents [B, {self.latent_channels}, h, w], got {shape}")
+        self.check_latents(latents)
         h, w = latents.shape[-2:]
         x = self.decoder(latents.to(device=self.device, dtype=self.dtype))  # [B, 3, 32h, 32w]
         x = F.interpolate(x.float(), size=(h * self.stride, w * self.stride), mode="bilinear", align_corners=False)
+        _check_output("VGT-AE decode", "pixels", x, self.dtype)
         return x
 
     def config_dict(self) -> dict[str, Any]:
         return copy.deepcopy(self.config.to_dict())
+
+
+def _check_runtime(dtype: Any, device: Any, attn_implementation: Any) -> tuple[torch.dtype, torch.device]:
+    """dtype, device and attention kernel are usable here (before any file is read or network built)."""
+    check_attn_implementation(attn_implementation)
+    return check_dtype(dtype), check_device(device)
+
+
+def _check_output(what: str, name: str, x: torch.Tensor, dtype: torch.dtype) -> None:
+    """Finite inputs can still overflow in fp16: never hand back NaN/inf as a result."""
+    if not bool(torch.isfinite(x).all()):
+        hint = " (float16 overflow: load the model in bfloat16 or float32)" if dtype == torch.float16 else \
+            " (the checkpoint may hold NaN/inf weights: re-download it)"
+        raise FloatingPointError(f"{what} produced non-finite {name}{hint}")

@@ -17,6 +17,7 @@ INSTRUCTION = "<|im_start|>user\n{input}<|im_end|>\n<|im_start|>assistant\n"
 GENERATION = "Generate an image: {input}"
 CFG_PROMPT = "Generate an image."  # the official unconditional (negative) prompt, before INSTRUCTION wrapping
 IMG_START_TOKEN = "<img>"
+MAX_PROMPT_TOKENS = 256  # templated prompt length the official models were trained with (longer is an error)
 
 LATENT_STRIDE = 28  # pixels per latent token side (ViT patch 14 x 2x2 merge)
 LATENT_CHANNELS = 32

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from .backbones.common import rebuild_meta_buffers
 logger = logging.getLogger(__name__)
 
 FAMILY_NAMES = {"qwen2_5_vl": "Qwen2.5-VL", "internvl3": "InternVL3"}
+_AE_BASES = {"qwen2_5_vl": "Qwen2.5-VL-3B-Instruct", "internvl3": "InternVL3-1B"}
 
 
 def count_layers(keys, prefix: str = "llm.layers.") -> int:
@@ -24,25 +26,53 @@ def count_layers(keys, prefix: str = "llm.layers.") -> int:
     return max(ids) + 1 if ids else 0
 
 
-def check_base_family(family: str, base_model: str | Path, what: str) -> None:
+def family_name(family: str, article: bool = False) -> str:
+    """'Qwen2.5-VL' / 'InternVL3'; with ``article``: 'a Qwen2.5-VL' / 'an InternVL3'."""
+    name = FAMILY_NAMES.get(family, family)
+    return (("an " if name[:1].lower() in "aeiou" else "a ") + name) if article else name
+
+
+def check_base_family(family: str, base_model: str | Path, what: str, fix: str = "pick the matching base model") -> None:
+    """The base folder's model type is ``family``; ``what`` names the checkpoint, ``fix`` says what to change."""
     base_family = detect_family_from_dir(base_model)
     if base_family != family:
         raise ValueError(
-            f"{what} is a {FAMILY_NAMES.get(family, family)} checkpoint but the base model folder {base_model} is "
-            f"{FAMILY_NAMES.get(base_family, base_family)}: pick the matching base model"
+            f"{what} is {family_name(family, True)} checkpoint but the base model folder {base_model} is "
+            f"{family_name(base_family)}: {fix}"
+        )
+
+
+def check_layer_count(family: str, text_config: Any, num_layers: int, what: str) -> None:
+    """The checkpoint keeps exactly the LLM layers its family's layer_ratio says (a truncated file would otherwise
+    load silently as a smaller model)."""
+    ratio = getattr(get_family(family), "LAYER_RATIO", None)
+    full = int(getattr(text_config, "num_hidden_layers", 0) or 0)
+    if ratio is None or not full:
+        return
+    expected = int(full * ratio)
+    if num_layers != expected:
+        raise ValueError(
+            f"{what} has {num_layers} LLM layers but a VGT-{family_name(family)} model on this base model "
+            f"({full} layers, layer_ratio {ratio:g}) has {expected}: the checkpoint is truncated or incomplete "
+            f"(re-download it), or the base model folder is not the one it was trained on"
         )
 
 
 def load_ar_model(
     path: str | Path, *, base_model: str | Path, dtype: torch.dtype, device: torch.device,
     attn_implementation: str = "sdpa", prefer_ema: bool = True,
+    before_build: Callable[[str, Any], None] | None = None,
 ) -> tuple[VGTARModel, dict[str, Any]]:
-    """Load an official (or converted) VGT-AR checkpoint -> (model, extras with the embedded VGT-AE weights)."""
+    """Load an official (or converted) VGT-AR checkpoint -> (model, extras with the embedded VGT-AE weights).
+
+    ``before_build(family, variant_info)`` runs the caller's checks (tokenizer, VGT-AE family) once the checkpoint
+    has been read and checked against the base model, before any network is built.
+    """
     from .checkpoints import detect_variant, load_checkpoint_file, load_strict, map_ar_state_dict
 
     sd = load_checkpoint_file(path, prefer_ema=prefer_ema)
     info = detect_variant(sd)
-    if info.kind == "ae":
+    if info.kind in ("ae", "converted_ae"):
         raise ValueError(f"{path} is a VGT-AE checkpoint, not a VGT-AR one: load it as the autoencoder instead")
     family = info.family
     if family == "unknown":  # a converted file names its family in its config
@@ -53,7 +83,10 @@ def load_ar_model(
     base_cfg = get_family(family).load_base_config(base_model)
     mapped, ae_sd, dropped = map_ar_state_dict(sd, family)
     shapes = {k: tuple(v.shape) for k, v in mapped.items()}
+    check_layer_count(family, base_cfg.text_config, count_layers(mapped), str(path))
     cfg = ar_config_from_shapes(family, base_cfg.text_config, shapes, count_layers(mapped))
+    if before_build is not None:
+        before_build(family, info)
     with torch.device("meta"):
         ar = VGTARModel(cfg, base_cfg.text_config, attn_implementation=attn_implementation)
     mapped = {k: v.to(dtype=dtype) if v.is_floating_point() else v for k, v in mapped.items()}
@@ -71,7 +104,9 @@ def load_embedded_ae(
     """The VGT-AE stored inside an AR checkpoint (``vgt_ae.*``, prefix already removed)."""
     from .autoencoder import VGTAutoencoder
 
-    check_base_family(family, base_model, "the VGT-AE embedded in the AR checkpoint")
+    check_base_family(family, base_model, "the VGT-AE embedded in the AR checkpoint",
+                      fix=f"pass the base model folder of its encoder ({_AE_BASES.get(family, 'its family')}) "
+                          f"as ae_base_model")
     return VGTAutoencoder.from_state_dict(
         ae_sd, base_model=base_model, decoder_config=decoder_config, dtype=dtype, device=device
     )

@@ -16,6 +16,8 @@ from .common import BaseConfig, build_text_model, load_tokenizer, read_config_js
 FAMILY = "qwen2_5_vl"
 PIXEL_MEAN = CLIP_MEAN  # the Qwen VGT-AE normalises with the CLIP constants, in fp32
 PIXEL_STD = CLIP_STD
+IMG_START_TOKENS = "several"  # Qwen2.5-VL's tokenizer has no <img> token: the marker is ordinary text pieces
+LAYER_RATIO = 0.5  # the AR model keeps the first half of the base model's LLM layers
 
 
 def load_base_config(base_dir: str | Path) -> BaseConfig:
