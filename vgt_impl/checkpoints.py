@@ -386,7 +386,7 @@ def compress_keys(keys: list[str], limit: int = 6) -> list[str]:
     for head, (ids, tails) in sorted(numbered.items()):
         t = sorted(tails)
         tail = t[0] if len(t) == 1 else ("{" + ",".join(t) + "}" if len(t) <= 3 else f"* ({len(t)} tensors each)")
-        lines.append(f"{head}{{{_range(ids)}}}.{tail}")
+        lines.append(f"{head}{next(iter(ids))}.{tail}" if len(ids) == 1 else f"{head}{{{_range(ids)}}}.{tail}")
     for head, ks in sorted(plain.items()):
         lines.append(ks[0] if len(ks) == 1 else f"{head}.* ({len(ks)} tensors)")
     if len(lines) > limit:
