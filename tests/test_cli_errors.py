@@ -113,7 +113,7 @@ def test_reconstruct_bad_inputs(q, tmp_path, capsys, nothing_loads):
     assert "notes.png is not an image PIL can read" in run(["reconstruct", tmp_path / "notes.png", *args], capsys)
     Image.new("RGB", (130, 120)).save(tmp_path / "odd.png")
     line = run(["reconstruct", tmp_path / "odd.png", "--fit", "error", *args], capsys)
-    assert "odd.png: 130x120 px is not a multiple of 28 (nearest below: 112x112); use --fit crop" in line
+    assert "odd.png: 130x120 px is not a multiple of 28 (the VGT-AE's latent stride; nearest below: 112x112)" in line
     (tmp_path / "a").mkdir()
     Image.new("RGB", (56, 56)).save(tmp_path / "a" / "x.png")
     Image.new("RGB", (56, 56)).save(tmp_path / "x.png")

@@ -170,11 +170,11 @@ def test_tokenizer_vocabulary_must_fit_the_embedding_table(reference_dir):
 
     base = reference_dir / "qwen25vl" / "base" / "Qwen2.5-VL-3B-Instruct-tiny"
     tok = get_family("qwen2_5_vl").load_tokenizer(base)  # 534 tokens; the AR checkpoint's table has 576 rows
-    verify_tokenizer(tok, where="x", img_start_tokens="several", vocab_size=576)
+    verify_tokenizer(tok, where="x", marker_pieces="several", vocab_size=576)
     with pytest.raises(ValueError, match="has 534 tokens but the checkpoint's embedding table has 500 rows"):
-        verify_tokenizer(tok, where="x", img_start_tokens="several", vocab_size=500)
+        verify_tokenizer(tok, where="x", marker_pieces="several", vocab_size=500)
     with pytest.raises(ValueError, match="has 534 tokens but the checkpoint's embedding table has 151936 rows"):
-        verify_tokenizer(tok, where="x", img_start_tokens="several", vocab_size=151936)
+        verify_tokenizer(tok, where="x", marker_pieces="several", vocab_size=151936)
     assert len(load_tokenizer(base, "qwen2_5_vl", vocab_size=576)) == 534
 
 
@@ -192,7 +192,7 @@ def test_tokenizer_that_maps_text_to_nothing_is_refused():
             return 1
 
     with pytest.raises(ValueError, match="does not read ordinary text"):
-        verify_tokenizer(Empty(), where="x", img_start_tokens="", vocab_size=None)
+        verify_tokenizer(Empty(), where="x", marker_pieces="", vocab_size=None)
 
 
 def test_unknown_tokenizer_class_is_refused(reference_dir, tmp_path):

@@ -1,11 +1,13 @@
 """VGT-AE: the VLM's vision encoder -> 3 residual MLPs -> MLP to 32 channels -> channel LayerNorm; DC-AE decoder.
 
-One latent token per 28x28 pixels. ``encode`` takes images in [-1, 1]; ``decode`` returns images in [-1, 1].
+One latent token per ``stride`` x ``stride`` pixels (ViT patch x merge of the base VLM: 28 for the official families,
+32 for Qwen3-VL). ``encode`` takes images in [-1, 1]; ``decode`` returns images in [-1, 1].
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import detect_family_from_dir, get_family
+from .backbones import detect_family_from_dir, display_name, get_family
 from .backbones.common import rebuild_meta_buffers
 from .config import LATENT_CHANNELS, LATENT_STRIDE, AEConfig
 from .validation import (
@@ -105,7 +107,7 @@ def _check_decoder_config(cfg: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def nearest_sizes(v: int, stride: int = LATENT_STRIDE) -> str:
-    """Valid sizes next to ``v`` px: '84 or 112', or the single smallest size when ``v`` is below one token."""
+    """"56 or 84": the multiples of ``stride`` around ``v`` (for size errors); one token's size below it."""
     if v < stride:
         return str(stride)
     lo, hi = v // stride * stride, (v // stride + 1) * stride
@@ -115,15 +117,20 @@ def nearest_sizes(v: int, stride: int = LATENT_STRIDE) -> str:
 class VGTAutoencoder(nn.Module):
     """VGT-AE (see module docstring). Build with :meth:`from_pretrained`; the constructor builds an empty network."""
 
-    stride = LATENT_STRIDE
     latent_channels = LATENT_CHANNELS
 
     def __init__(self, config: AEConfig, base_cfg: Any, *, attn_implementation: str = "sdpa"):
         super().__init__()
         from diffusers import AutoencoderDC
 
-        self.config = config
         fam = get_family(config.family)
+        stride = fam.latent_stride(base_cfg)
+        if config.latent_stride is not None and int(config.latent_stride) != stride:
+            raise ValueError(f"AEConfig.latent_stride={config.latent_stride} but the base VLM's vision config gives "
+                             f"{stride} px per token: build the VGT-AE from the base model it was trained with")
+        self.config = dataclasses.replace(config, latent_stride=stride)
+        mean, std = fam.pixel_norm(base_cfg)
+        self.pixel_mean, self.pixel_std = tuple(mean), tuple(std)  # fp32 constants, applied in encode
         self.encoder = fam.build_vision_encoder(base_cfg, attn_implementation=attn_implementation,
                                                 out_hidden=config.hidden_size)
         self.down_blocks = nn.ModuleList(ResBlock(config.hidden_size) for _ in range(config.num_res_blocks))
@@ -141,6 +148,11 @@ class VGTAutoencoder(nn.Module):
         return self.config.family
 
     @property
+    def stride(self) -> int:
+        """Pixels per latent token side."""
+        return int(self.config.latent_stride)
+
+    @property
     def dtype(self) -> torch.dtype:
         return self.down_mlp[1].weight.dtype
 
@@ -155,48 +167,57 @@ class VGTAutoencoder(nn.Module):
         dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", attn_implementation: str = "sdpa",
     ) -> VGTAutoencoder:
         """Load an official VGT-AE checkpoint (``.pth``/``.safetensors``), or the VGT-AE inside a VGT-AR checkpoint."""
-        from .checkpoints import detect_variant, load_checkpoint_file
+        from .checkpoints import converted_config, detect_variant, load_checkpoint_file
 
         _check_runtime(dtype, device, attn_implementation)
         load_decoder_config(decoder_config)  # a wrong decoder config fails before the checkpoint is read
         sd = load_checkpoint_file(checkpoint)
         info = detect_variant(sd)
+        stored = converted_config(checkpoint)  # what a converted / trained file recorded about itself
+        stored = stored if isinstance(stored, dict) else {}
+        stride = stored.get("latent_stride", (stored.get("ae") or {}).get("latent_stride"))
         if info.kind in ("ar", "converted_ar"):
             prefix = "vgt_ae." if info.kind == "ar" else "ae."
             sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
             if not sd:
                 raise ValueError(f"{checkpoint} is a VGT-AR checkpoint without an embedded VGT-AE")
         return cls.from_state_dict(sd, base_model=base_model, decoder_config=decoder_config, dtype=dtype,
-                                   device=device, attn_implementation=attn_implementation, what=str(checkpoint))
+                                   device=device, attn_implementation=attn_implementation, what=str(checkpoint),
+                                   latent_stride=stride)
 
     @classmethod
     def from_state_dict(
         cls, sd: dict[str, torch.Tensor], *, base_model: str | Path, decoder_config: Any = None,
         dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", attn_implementation: str = "sdpa",
-        what: str = "VGT-AE checkpoint",
+        what: str = "VGT-AE checkpoint", latent_stride: int | None = None,
     ) -> VGTAutoencoder:
-        """Build from official (or converted) VGT-AE weights; sizes come from the weights' shapes."""
-        from .checkpoints import FAMILY_NAMES, detect_variant, load_strict
-        from .loading import _AE_BASES, check_base_family, family_name
+        """Build from official (or converted) VGT-AE weights; sizes come from the weights' shapes.
+
+        ``latent_stride`` (what a converted checkpoint's config recorded) must agree with the base folder's.
+        """
+        from .checkpoints import detect_variant, load_strict
+        from .loading import check_base_family
 
         dtype, device = _check_runtime(dtype, device, attn_implementation)
         info = detect_variant(sd)
         if info.kind not in ("ae", "converted_ae"):
             raise ValueError(f"{what} is not a VGT-AE state dict (it looks like {info.kind})")
         check_base_family(info.family, base_model, what, fix=(
-            f"use the base model of this VGT-AE's encoder ({_AE_BASES.get(info.family)}), or the VGT-AE of "
-            f"{family_name(detect_family_from_dir(base_model))}"))
+            f"use the base model of this VGT-AE's encoder ({get_family(info.family).ae_base_model}), or the VGT-AE "
+            f"of {display_name(detect_family_from_dir(base_model))}"))
         fam = get_family(info.family)
         base_cfg = fam.load_base_config(base_model)
         if not isinstance(decoder_config, dict) and decoder_config is None and "decoder.conv_in.weight" in sd:
             logger.debug("using the built-in DC-AE f32c32 decoder config")
         config = AEConfig(family=info.family, embed_dim=info.latent_channels, hidden_size=info.ae_width,
-                          decoder_config=load_decoder_config(decoder_config))
+                          decoder_config=load_decoder_config(decoder_config), latent_stride=latent_stride)
         mapped, dropped = fam.map_ae_state_dict(sd) if info.family else (sd, {})
         with torch.device("meta"):
             model = cls(config, base_cfg, attn_implementation=attn_implementation)
-        mapped = {k: v.to(dtype=dtype) if v.is_floating_point() else v for k, v in mapped.items()}
-        load_strict(model, mapped, dropped=dropped, what=f"{what} ({FAMILY_NAMES[info.family]} VGT-AE)", assign=True)
+        from .checkpoints import materialize
+
+        mapped = materialize(mapped, dtype)  # tensor by tensor, file pages released as it goes
+        load_strict(model, mapped, dropped=dropped, what=f"{what} ({fam.display_name} VGT-AE)", assign=True)
         rebuild_meta_buffers(model, device)
         return model.to(device=device).eval().requires_grad_(False)
 
@@ -217,10 +238,11 @@ class VGTAutoencoder(nn.Module):
             raise TypeError(f"{name} has dtype {images.dtype}: expected float images in [-1, 1] (or uint8 in 0..255)")
         check_nonempty(name, images, "B, 3, H, W")
         h, w = images.shape[-2:]
-        if h % self.stride or w % self.stride or h < self.stride or w < self.stride:
+        s = self.stride
+        if h % s or w % s or h < s or w < s:
             raise ValueError(
-                f"{name} size {h}x{w} is not a multiple of {self.stride}: use height {nearest_sizes(h)} and width "
-                f"{nearest_sizes(w)} (crop or resize the image first)"
+                f"{name} size {h}x{w} is not a multiple of {s}: use height {nearest_sizes(h, s)} and width "
+                f"{nearest_sizes(w, s)} (crop or resize the image first; this VGT-AE makes one token per {s}x{s} px)"
             )
         check_finite(name, images)
         check_range(name, images, -1.0, 1.0, " (VGT-AE takes images in [-1, 1]: for 0..255 values use x / 127.5 - 1, "
@@ -239,7 +261,7 @@ class VGTAutoencoder(nn.Module):
 
     @torch.inference_mode()
     def encode(self, images: torch.Tensor, *, reference_nonneg_quirk: bool = False) -> torch.Tensor:
-        """Images [B, 3, H, W] in [-1, 1] -> latents [B, 32, H/28, W/28] (float32, LayerNormed over channels).
+        """Images [B, 3, H, W] in [-1, 1] -> latents [B, 32, H/s, W/s] (float32, LayerNormed over channels).
 
         ``reference_nonneg_quirk`` reproduces the reference for an all-non-negative batch (treated as [0, 1] input;
         the InternVL one then skips normalisation). Off by default: inputs are always [-1, 1].
@@ -248,10 +270,10 @@ class VGTAutoencoder(nn.Module):
         b, _, h, w = images.shape
         x = images.to(device=self.device, dtype=torch.float32)
         fam = get_family(self.family)
-        mean = torch.tensor(fam.PIXEL_MEAN, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(fam.PIXEL_STD, device=x.device).view(1, 3, 1, 1)
+        mean = torch.tensor(self.pixel_mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.pixel_std, device=x.device).view(1, 3, 1, 1)
         if reference_nonneg_quirk and bool(x.min() >= 0):
-            x = x if self.family == "internvl3" else (x - mean) / std
+            x = x if fam.reference_nonneg_skips_norm else (x - mean) / std
         else:
             x = ((x + 1.0) / 2.0 - mean) / std
         feats = fam.vision_features(self.encoder, x.to(self.dtype))  # [B, hw, D]
@@ -264,11 +286,12 @@ class VGTAutoencoder(nn.Module):
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents [B, 32, h, w] -> images [B, 3, 28h, 28w] in [-1, 1] (float32)."""
+        """Latents [B, 32, h, w] -> images [B, 3, s*h, s*w] in [-1, 1] (float32; the DC-AE's x32 output resized)."""
         self.check_latents(latents)
         h, w = latents.shape[-2:]
-        x = self.decoder(latents.to(device=self.device, dtype=self.dtype))  # [B, 3, 32h, 32w]
-        x = F.interpolate(x.float(), size=(h * self.stride, w * self.stride), mode="bilinear", align_corners=False)
+        x = self.decoder(latents.to(device=self.device, dtype=self.dtype)).float()  # [B, 3, 32h, 32w]
+        if tuple(x.shape[-2:]) != (h * self.stride, w * self.stride):
+            x = F.interpolate(x, size=(h * self.stride, w * self.stride), mode="bilinear", align_corners=False)
         _check_output("VGT-AE decode", "pixels", x, self.dtype)
         return x
 

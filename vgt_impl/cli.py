@@ -51,11 +51,11 @@ def to_pil(images: torch.Tensor):
     return [Image.fromarray(a) for a in arr]
 
 
-def _fit_size(w: int, h: int) -> tuple[int, int]:
-    return max(28, w // 28 * 28), max(28, h // 28 * 28)
+def _fit_size(w: int, h: int, stride: int) -> tuple[int, int]:
+    return max(stride, w // stride * stride), max(stride, h // stride * stride)
 
 
-def check_image_file(path: str | Path, fit: str) -> tuple[int, int]:
+def check_image_file(path: str | Path, fit: str, stride: int = 28) -> tuple[int, int]:
     """An input image exists, is readable and fits ``--fit`` -> (width, height); nothing is decoded."""
     from PIL import Image, UnidentifiedImageError
 
@@ -67,22 +67,23 @@ def check_image_file(path: str | Path, fit: str) -> tuple[int, int]:
             w, h = img.size
     except UnidentifiedImageError:
         raise UsageError(f"{path} is not an image PIL can read (png, jpg, webp, ...)") from None
-    if fit == "error" and _fit_size(w, h) != (w, h):
-        raise UsageError(f"{path}: {w}x{h} px is not a multiple of 28 (nearest below: {_fit_size(w, h)[0]}x"
-                         f"{_fit_size(w, h)[1]}); use --fit crop or --fit resize")
+    fw, fh = _fit_size(w, h, stride)
+    if fit == "error" and (fw, fh) != (w, h):
+        raise UsageError(f"{path}: {w}x{h} px is not a multiple of {stride} (the VGT-AE's latent stride; nearest "
+                         f"below: {fw}x{fh}); use --fit crop or --fit resize")
     return w, h
 
 
-def load_image(path: str | Path, fit: str) -> torch.Tensor:
-    """An image file -> [1, 3, H, W] in [-1, 1] with H, W multiples of 28 (``fit``: crop, resize or error)."""
+def load_image(path: str | Path, fit: str, stride: int = 28) -> torch.Tensor:
+    """An image file -> [1, 3, H, W] in [-1, 1] with H, W multiples of ``stride`` (``fit``: crop, resize or error)."""
     import numpy as np
     from PIL import Image
 
-    check_image_file(path, fit)
+    check_image_file(path, fit, stride)
     with Image.open(path) as src:
         img = src.convert("RGB")
     w, h = img.size
-    tw, th = _fit_size(w, h)
+    tw, th = _fit_size(w, h, stride)
     if (tw, th) != (w, h):
         if fit == "crop" and tw <= w and th <= h:
             left, top = (w - tw) // 2, (h - th) // 2
@@ -186,7 +187,7 @@ def _check_runtime(args) -> torch.device:
     return device
 
 
-def _check_generate(args) -> tuple[tuple[int, int], tuple[str, str]]:
+def _check_generate(args, stride: int) -> tuple[tuple[int, int], tuple[str, str]]:
     """Numbers and sizes of ``generate`` -> ((height, width), the flags they came from)."""
     from .pipeline import check_generate_options
     from .validation import check_int, check_size_px
@@ -201,22 +202,24 @@ def _check_generate(args) -> tuple[tuple[int, int], tuple[str, str]]:
     w_name = "--width" if args.width is not None else "--size"
     height = args.height if args.height is not None else args.size
     width = args.width if args.width is not None else args.size
-    check_size_px(h_name, height, 28)
-    check_size_px(w_name, width, 28)
+    check_size_px(h_name, height, stride)
+    check_size_px(w_name, width, stride)
     return (height, width), (h_name, w_name)
 
 
 # ---------------------------------------------------------------------------------------------------------- commands
 def cmd_inspect(args) -> int:
-    from .checkpoints import FAMILY_NAMES, converted_config, detect_variant, load_checkpoint_file, map_ar_state_dict
+    from .backbones import display_name, family_names, get_family
+    from .checkpoints import converted_config, detect_variant, load_checkpoint_file, map_ar_state_dict
 
     sd, info = load_checkpoint_file(args.file, with_info=True)
     v = detect_variant(sd)
     cfg = converted_config(args.file)
-    if v.family == "unknown" and cfg:
+    cfg = cfg if isinstance(cfg, dict) else {}
+    if v.family == "unknown":
         v.family = cfg.get("family", v.family)
     source = info.get("source")
-    if cfg and cfg.get("format") == "comfyui-vgt/1":  # a converted file keeps the choice made at conversion
+    if cfg.get("format") == "comfyui-vgt/1":  # a converted file keeps the choice made at conversion
         source = {"ema": "EMA (ema_state_dict)", "raw": "raw (state_dict)"}.get(cfg.get("state_dict"), source)
         source += f", converted from {cfg.get('source', '?')}"
     elif source == "raw":
@@ -224,7 +227,7 @@ def cmd_inspect(args) -> int:
     print(f"file:      {args.file}")
     print(f"kind:      {'VGT-AR (autoregressive generator)' if 'ar' in v.kind else 'VGT-AE (autoencoder)'}"
           f"{' [converted]' if v.kind.startswith('converted') or cfg else ''}")
-    print(f"family:    {FAMILY_NAMES.get(v.family, v.family)} ({v.family})")
+    print(f"family:    {display_name(v.family)} ({v.family})")
     print(f"weights:   {source}" + (f", EMA steps {info['ema_steps']}" if "ema_steps" in info else ""))
     dtypes = sorted({str(t.dtype).replace('torch.', '') for t in sd.values()})
     groups: dict[str, int] = {}
@@ -244,8 +247,10 @@ def cmd_inspect(args) -> int:
             print(f"unused:    {group} ({reason})")
     if v.has_teacher:
         print("unused:    teacher.*, teacher_mlp1.* (distillation teacher, unused at inference)")
-    need = "Qwen2.5-VL-3B-Instruct" if v.family == "qwen2_5_vl" else "InternVL3-2B (AR) / InternVL3-1B (VGT-AE)"
-    print(f"needs:     a base model folder ({need}): config.json + tokenizer files only")
+    if "latent_stride" in cfg:
+        print(f"{'latent_stride:':<18}{cfg['latent_stride']} px per token")
+    if v.family in family_names():
+        print(f"needs:     a base model folder: {get_family(v.family).base_models}")
     return 0
 
 
@@ -276,8 +281,11 @@ def cmd_convert(args) -> int:
         ae_mapped, ae_dropped = fam.map_ae_state_dict(ae) if ae else ({}, {})
         out = dict(ar, **{"ae." + k: t for k, t in ae_mapped.items()})
         dropped = dict(dropped, **{"vgt_ae." + k: r for k, r in ae_dropped.items()})
+    from .config import LATENT_STRIDE
+
+    # Official checkpoints exist only for the stride-28 families (ViT patch 14 x merge 2).
     config = {"format": CONVERTED_FORMAT, "kind": v.kind, "family": v.family, "variant": v.to_dict(),
-              "source": Path(args.file).name, "state_dict": args.state_dict}
+              "latent_stride": LATENT_STRIDE, "source": Path(args.file).name, "state_dict": args.state_dict}
     path = save_converted(args.out, out, config)
     print(f"wrote {path} ({len(out)} tensors) and {path.with_suffix('.json')}")
     for group, reason in dropped.items():
@@ -294,16 +302,19 @@ def _load_pipeline(args, device: torch.device):
 
 
 def cmd_generate(args) -> int:
+    from .backbones import latent_stride_of
     from .pipeline import load_tokenizer, tokenize_prompts
 
-    (height, width), names = _check_generate(args)
+    _base_folder(args.base_model, "--base-model")
+    s = latent_stride_of(args.base_model)  # config.json only
+    (height, width), names = _check_generate(args, s)
     device = _check_runtime(args)
     paths = _output_paths(args.out, len(args.prompts) * args.num_images)
     _check_model_files(args)
     v = args.variant
     for name, px, limit in ((names[0], height, v.query_grid[0]), (names[1], width, v.query_grid[1])):
-        if px // 28 > limit:
-            raise UsageError(f"{name} {px} exceeds this model's query grid: at most {limit * 28} px")
+        if px // s > limit:
+            raise UsageError(f"{name} {px} exceeds this model's query grid: at most {limit * s} px")
     tokenizer = load_tokenizer(args.base_model, v.family, vocab_size=v.vocab_size)
     tokenize_prompts(tokenizer, args.prompts, args.negative)  # prompt length errors before loading
     pipe = _load_pipeline(args, device)
@@ -311,7 +322,7 @@ def cmd_generate(args) -> int:
     out = pipe.generate(
         args.prompts, negative_prompts=args.negative, height=height, width=width,
         num_images_per_prompt=args.num_images, cfg_scale=args.cfg, cfg_schedule=args.cfg_schedule,
-        num_flow_steps=args.steps, acc_ratio=min(args.acc_ratio, (height // 28) * (width // 28)), order=args.order,
+        num_flow_steps=args.steps, acc_ratio=min(args.acc_ratio, (height // s) * (width // s)), order=args.order,
         sampler=args.sampler, mode=args.mode, generator=gen, callback=_progress("QueryAR"),
     )
     paths[0].parent.mkdir(parents=True, exist_ok=True)
@@ -325,12 +336,15 @@ def cmd_reconstruct(args) -> int:
     from PIL import Image
 
     from .autoencoder import VGTAutoencoder, load_decoder_config
+    from .backbones import get_family, latent_stride_of
     from .checkpoints import peek_family
-    from .loading import _AE_BASES, check_base_family
+    from .loading import check_base_family
 
+    _base_folder(args.base_model, "--base-model")
+    stride = latent_stride_of(args.base_model)
     outs = {}
     for path in args.images:  # every input readable and fitting before the VGT-AE is loaded
-        check_image_file(path, args.fit)
+        check_image_file(path, args.fit, stride)
         out = Path(args.out_dir) / f"{Path(path).stem}_vgt_recon.png"
         if out in outs.values():
             raise UsageError(f"{path} and another input would both be written to {out}: rename one of them")
@@ -338,16 +352,15 @@ def cmd_reconstruct(args) -> int:
     _writable_dir(Path(args.out_dir), "--out-dir")
     device = _check_runtime(args)
     _existing_file(args.ae, "--ae")
-    _base_folder(args.base_model, "--base-model")
     load_decoder_config(args.decoder)
     fam = peek_family(args.ae, want="ae")
     check_base_family(fam, args.base_model, f"--ae {args.ae}",
-                      fix=f"pass the base folder of its encoder ({_AE_BASES.get(fam)}) as --base-model")
+                      fix=f"pass the base folder of its encoder ({get_family(fam).ae_base_model}) as --base-model")
     ae = VGTAutoencoder.from_pretrained(args.ae, base_model=args.base_model, decoder_config=args.decoder,
                                         dtype=_dtype(args.dtype, device), device=device)
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)
     for path, out in outs.items():
-        x = load_image(path, args.fit)
+        x = load_image(path, args.fit, ae.stride)
         rec = ae.decode(ae.encode(x))
         a, b = to_pil(x)[0], to_pil(rec)[0]
         if args.side_by_side:
@@ -368,7 +381,13 @@ def cmd_bench(args) -> int:
 
     check_generate_options(cfg_scale=args.cfg, num_flow_steps=args.steps, names={"cfg_scale": "--cfg",
                                                                                 "num_flow_steps": "--steps"})
-    tokens = check_size_px("--size", args.size, 28) ** 2
+    from .backbones import latent_stride_of
+
+    if args.ar and not args.base_model:
+        raise UsageError("--ar needs --base-model (the base VLM folder: config.json + tokenizer)")
+    _base_folder(args.base_model, "--base-model")
+    stride = latent_stride_of(args.base_model) if args.ar else 28  # random-weight models: the official layout
+    tokens = check_size_px("--size", args.size, stride) ** 2
     check_int("--batch", args.batch, lo=1)
     check_int("--repeats", args.repeats, lo=1)
     try:
@@ -379,16 +398,14 @@ def cmd_bench(args) -> int:
         check_int("--acc-ratios", a, lo=1, hi=tokens, hint=f" ({tokens} tokens at --size {args.size})")
     device = _check_runtime(args)
     if args.ar:
-        if not args.base_model:
-            raise UsageError("--ar needs --base-model (the base VLM folder: config.json + tokenizer)")
         _check_model_files(args)
         pipe = _load_pipeline(args, device)
         label = f"checkpoint {args.ar}"
     else:
         pipe = random_pipeline(args.random, dtype=_dtype(args.dtype, device), device=device)
         label = f"random-weight model '{args.random}' {SIZES[args.random]}"
-    print(f"QueryAR bench: {label}; {args.size}x{args.size} px = {(args.size // 28) ** 2} tokens, batch {args.batch}, "
-          f"{args.steps} flow steps, cfg {args.cfg}, best of {args.repeats}; device {pipe.device}, dtype {pipe.dtype}; "
+    print(f"QueryAR bench: {label}; {args.size}x{args.size} px = {(args.size // pipe.latent_stride) ** 2} tokens, "
+          f"batch {args.batch}, {args.steps} flow steps, cfg {args.cfg}, best of {args.repeats}; device {pipe.device}, dtype {pipe.dtype}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     results = run_bench(pipe, prompts=["a red apple on a wooden table"] * args.batch, height=args.size, width=args.size,
                         acc_ratios=acc, num_flow_steps=args.steps, cfg_scale=args.cfg, repeats=args.repeats)
@@ -465,9 +482,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prompts", nargs="+", help="one or more prompts (each gives --num-images images)")
     _model_args(p, True)
     p.add_argument("--negative", help="negative prompt (default: the official unconditional prompt)")
-    p.add_argument("--size", type=int, default=448, help="height and width in pixels, a multiple of 28")
-    p.add_argument("--height", type=int, help="height in pixels, a multiple of 28 (default: --size)")
-    p.add_argument("--width", type=int, help="width in pixels, a multiple of 28 (default: --size)")
+    p.add_argument("--size", type=int, default=448, help="height and width in pixels, a multiple of the latent stride "
+                                                         "(28; 32 for Qwen3-VL)")
+    p.add_argument("--height", type=int, help="height in pixels (default: --size)")
+    p.add_argument("--width", type=int, help="width in pixels (default: --size)")
     p.add_argument("--num-images", type=int, default=1, help="images per prompt")
     p.add_argument("--cfg", type=float, default=4.5, help="classifier-free guidance scale (1 = off)")
     p.add_argument("--cfg-schedule", default="linear", choices=["linear", "constant"],
@@ -491,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=sorted(DTYPES), help="weight dtype (default: bf16 on GPUs, fp32 on the CPU)")
     p.add_argument("--device", help="e.g. cuda:0, mps, cpu (default: the available accelerator)")
     p.add_argument("--fit", default="crop", choices=["crop", "resize", "error"],
-                   help="for sizes that are not multiples of 28")
+                   help="sizes that are not multiples of the latent stride (28, or 32 for Qwen3-VL)")
     p.add_argument("--side-by-side", action="store_true", help="write input and reconstruction side by side")
     p.add_argument("--out-dir", default="outputs", help="folder for <name>_vgt_recon.png")
     p.set_defaults(func=cmd_reconstruct)
@@ -514,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench import SIZES
 
     p.add_argument("--random", default="small", choices=list(SIZES), help="random-weight model size when no --ar")
-    p.add_argument("--size", type=int, default=448, help="height and width in pixels, a multiple of 28")
+    p.add_argument("--size", type=int, default=448, help="height and width in pixels, a multiple of the latent stride")
     p.add_argument("--steps", type=int, default=30, help="flow-matching steps per token group")
     p.add_argument("--cfg", type=float, default=4.5, help="classifier-free guidance scale")
     p.add_argument("--batch", type=int, default=1, help="images per run")

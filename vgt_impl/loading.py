@@ -11,13 +11,10 @@ from typing import Any
 import torch
 
 from .ar_model import VGTARModel, ar_config_from_shapes
-from .backbones import detect_family_from_dir, get_family
+from .backbones import detect_family_from_dir, display_name, get_family
 from .backbones.common import rebuild_meta_buffers
 
 logger = logging.getLogger(__name__)
-
-FAMILY_NAMES = {"qwen2_5_vl": "Qwen2.5-VL", "internvl3": "InternVL3"}
-_AE_BASES = {"qwen2_5_vl": "Qwen2.5-VL-3B-Instruct", "internvl3": "InternVL3-1B"}
 
 
 def count_layers(keys, prefix: str = "llm.layers.") -> int:
@@ -28,34 +25,44 @@ def count_layers(keys, prefix: str = "llm.layers.") -> int:
 
 def family_name(family: str, article: bool = False) -> str:
     """'Qwen2.5-VL' / 'InternVL3'; with ``article``: 'a Qwen2.5-VL' / 'an InternVL3'."""
-    name = FAMILY_NAMES.get(family, family)
+    name = display_name(family)
     return (("an " if name[:1].lower() in "aeiou" else "a ") + name) if article else name
 
 
-def check_base_family(family: str, base_model: str | Path, what: str, fix: str = "pick the matching base model") -> None:
+def check_base_family(family: str, base_model: str | Path, what: str, fix: str | None = None) -> None:
     """The base folder's model type is ``family``; ``what`` names the checkpoint, ``fix`` says what to change."""
     base_family = detect_family_from_dir(base_model)
     if base_family != family:
         raise ValueError(
             f"{what} is {family_name(family, True)} checkpoint but the base model folder {base_model} is "
-            f"{family_name(base_family)}: {fix}"
+            f"{display_name(base_family)}: {fix or f'pick the matching base model ({get_family(family).base_models})'}"
         )
 
 
 def check_layer_count(family: str, text_config: Any, num_layers: int, what: str) -> None:
     """The checkpoint keeps exactly the LLM layers its family's layer_ratio says (a truncated file would otherwise
     load silently as a smaller model)."""
-    ratio = getattr(get_family(family), "LAYER_RATIO", None)
+    ratio = get_family(family).layer_ratio
     full = int(getattr(text_config, "num_hidden_layers", 0) or 0)
     if ratio is None or not full:
         return
     expected = int(full * ratio)
     if num_layers != expected:
         raise ValueError(
-            f"{what} has {num_layers} LLM layers but a VGT-{family_name(family)} model on this base model "
+            f"{what} has {num_layers} LLM layers but a VGT-{display_name(family)} model on this base model "
             f"({full} layers, layer_ratio {ratio:g}) has {expected}: the checkpoint is truncated or incomplete "
             f"(re-download it), or the base model folder is not the one it was trained on"
         )
+
+
+def check_stride(base_stride: int, stored: int | None, path: str | Path, base_model: str | Path) -> int:
+    """The latent stride of a model: its base folder's, which must agree with the one its converted config stored."""
+    if stored is not None and int(stored) != int(base_stride):
+        raise ValueError(
+            f"{path} was made with a latent stride of {stored} px per token but the base model folder {base_model} "
+            f"gives {base_stride} (ViT patch x merge): pick the base model it was tuned from"
+        )
+    return int(base_stride)
 
 
 def load_ar_model(
@@ -68,28 +75,39 @@ def load_ar_model(
     ``before_build(family, variant_info)`` runs the caller's checks (tokenizer, VGT-AE family) once the checkpoint
     has been read and checked against the base model, before any network is built.
     """
-    from .checkpoints import detect_variant, load_checkpoint_file, load_strict, map_ar_state_dict
+    from .checkpoints import (
+        converted_config,
+        detect_variant,
+        load_checkpoint_file,
+        load_strict,
+        map_ar_state_dict,
+        materialize,
+    )
 
     sd = load_checkpoint_file(path, prefer_ema=prefer_ema)
     info = detect_variant(sd)
     if info.kind in ("ae", "converted_ae"):
         raise ValueError(f"{path} is a VGT-AE checkpoint, not a VGT-AR one: load it as the autoencoder instead")
     family = info.family
+    stored = (converted_config(path) or {}) if info.kind == "converted_ar" else {}
     if family == "unknown":  # a converted file names its family in its config
-        from .checkpoints import converted_config
-
-        family = (converted_config(path) or {}).get("family", family)
+        family = stored.get("family", family)
+    if family == "unknown":
+        raise ValueError(f"{path}: cannot tell which VLM family this converted checkpoint is (its JSON config is "
+                         f"missing): re-convert it with `vgt convert`, or keep its .json sidecar beside it")
     check_base_family(family, base_model, str(path))
-    base_cfg = get_family(family).load_base_config(base_model)
+    fam = get_family(family)
+    base_cfg = fam.load_base_config(base_model)
+    stride = check_stride(fam.latent_stride(base_cfg), stored.get("latent_stride"), path, base_model)
     mapped, ae_sd, dropped = map_ar_state_dict(sd, family)
     shapes = {k: tuple(v.shape) for k, v in mapped.items()}
     check_layer_count(family, base_cfg.text_config, count_layers(mapped), str(path))
-    cfg = ar_config_from_shapes(family, base_cfg.text_config, shapes, count_layers(mapped))
+    cfg = ar_config_from_shapes(family, base_cfg.text_config, shapes, count_layers(mapped), latent_stride=stride)
     if before_build is not None:
         before_build(family, info)
     with torch.device("meta"):
         ar = VGTARModel(cfg, base_cfg.text_config, attn_implementation=attn_implementation)
-    mapped = {k: v.to(dtype=dtype) if v.is_floating_point() else v for k, v in mapped.items()}
+    mapped = materialize(mapped, dtype)  # only the chosen dict, tensor by tensor from the memory map
     load_strict(ar, mapped, dropped=dropped, what=str(path), assign=True)
     rebuild_meta_buffers(ar, device)  # rotary tables stay fp32, as transformers builds them
     ar.to(device=device).eval().requires_grad_(False)
@@ -105,8 +123,8 @@ def load_embedded_ae(
     from .autoencoder import VGTAutoencoder
 
     check_base_family(family, base_model, "the VGT-AE embedded in the AR checkpoint",
-                      fix=f"pass the base model folder of its encoder ({_AE_BASES.get(family, 'its family')}) "
-                          f"as ae_base_model")
+                      fix=f"pass the base model folder of its encoder ({get_family(family).ae_base_model}) as "
+                          f"ae_base_model")
     return VGTAutoencoder.from_state_dict(
         ae_sd, base_model=base_model, decoder_config=decoder_config, dtype=dtype, device=device
     )

@@ -4,7 +4,7 @@ Tests, docs, the CLI and the ComfyUI nodes all go through this API::
 
     pipe = VGTPipeline.from_pretrained(ar_checkpoint, base_model=base_dir, dtype=torch.bfloat16, device=device)
     out = pipe.generate(["a red apple"], height=448, width=448, acc_ratio=4, generator=torch.Generator().manual_seed(0))
-    out.images  # [B, 3, H, W] in [-1, 1]; out.latents [B, 32, H/28, W/28]
+    out.images  # [B, 3, H, W] in [-1, 1]; out.latents [B, 32, H/s, W/s] (s = pipe.latent_stride: 28 or 32)
 """
 
 from __future__ import annotations
@@ -107,20 +107,20 @@ class VGTPipeline:
     """VGT-AR text-to-image with QueryAR parallel decoding, plus VGT-AE decoding of the result."""
 
     def __init__(self, ar, tokenizer, ae=None):
+        from .backbones import get_family
+
         self.ar = ar  # VGTARModel
         self.tokenizer = tokenizer
         self.ae = ae  # VGTAutoencoder or None
-        self._start_ids = tokenizer.encode(C.IMG_START_TOKEN, add_special_tokens=True)
+        self.adapter = get_family(ar.family)
+        self._start_ids = self.adapter.image_start_ids(tokenizer)
+        if ae is not None:
+            check_compatible(ar, ae)
 
     # ------------------------------------------------------------------ properties
     @property
     def family(self) -> str:
         return self.ar.family
-
-    @property
-    def stride(self) -> int:
-        """Pixels per latent token side."""
-        return int(getattr(self.ar, "stride", C.LATENT_STRIDE))
 
     @property
     def device(self) -> torch.device:
@@ -133,6 +133,11 @@ class VGTPipeline:
     @property
     def max_latent_size(self) -> tuple[int, int]:
         return tuple(self.ar.config.query_grid)
+
+    @property
+    def latent_stride(self) -> int:
+        """Pixels per latent token side (28 for the official families, 32 for Qwen3-VL's patch 16)."""
+        return self.ar.latent_stride
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -275,7 +280,7 @@ class VGTPipeline:
             sampler=sampler, last_step_size=o["last_step_size"], mode=mode,
             interleave=(acc_ratio > 1 if isinstance(order, str) else max(len(g) for g in full_groups) > 1)
             if interleave is None else bool(interleave),
-            qwen_positions=self.family == "qwen2_5_vl",
+            position_rule=self.adapter.position_rule,
         )
         run = dict(noise_fn=noise_fn, generator=generator, callback=callback)
         if context is None:
@@ -294,7 +299,7 @@ class VGTPipeline:
     def _decode_with_context(self, batch, h, w, full_groups, acc_ratio, settings, context, run):
         from .editing import check_context, context_groups
 
-        known, gen_mask = check_context(context, len(batch), h, w)  # [B,32,h,w] float, [B,h*w] bool
+        known, gen_mask = check_context(context, len(batch), h, w, stride=self.latent_stride)  # [B,32,h,w], [B,h*w]
         latents = known.to(device=self.device, dtype=torch.float32).clone()
         order = [i for g in full_groups for i in g]
         groups_used: list[list[int]] = []
@@ -322,12 +327,25 @@ class VGTPipeline:
 
     # ------------------------------------------------------------------ validation
     def check_size(self, height: int, width: int, names: tuple[str, str] = ("height", "width")) -> tuple[int, int]:
-        """(height, width) in px -> latent (h, w); a clear error for sizes off the token grid or beyond the queries.
+        """(height, width) in px -> latent (h, w); a clear error for sizes off the stride grid or beyond the queries.
 
         ``names``: how the caller's user calls the two sizes (``--height``/``--size`` in the CLI).
         """
         mh, mw = self.max_latent_size
-        return (check_size_px(names[0], height, self.stride, mh), check_size_px(names[1], width, self.stride, mw))
+        s = self.latent_stride
+        return check_size_px(names[0], height, s, mh), check_size_px(names[1], width, s, mw)
+
+
+def check_compatible(ar, ae) -> None:
+    """A VGT-AR model and a VGT-AE work together only with the same family and the same latent stride."""
+    from .backbones import display_name
+
+    if getattr(ae, "family", ar.family) != ar.family:
+        raise ValueError(f"the VGT-AE is {display_name(ae.family)} but the VGT-AR model is {display_name(ar.family)}: "
+                         f"use the VGT-AE of the same family")
+    if getattr(ae, "stride", ar.latent_stride) != ar.latent_stride:
+        raise ValueError(f"the VGT-AE has a latent stride of {ae.stride} px per token but the VGT-AR model "
+                         f"{ar.latent_stride}: they come from different base models")
 
 
 def _rows_by_mask(gen_mask: torch.Tensor) -> list[tuple[list[int], list[bool]]]:
@@ -418,29 +436,29 @@ def load_tokenizer(base_model: str | Path, family: str, vocab_size: int | None =
 
     fam = get_family(family)
     tokenizer = fam.load_tokenizer(base_model)
-    verify_tokenizer(tokenizer, where=f"base model folder {base_model}",
-                     img_start_tokens=getattr(fam, "IMG_START_TOKENS", ""), vocab_size=vocab_size)
+    verify_tokenizer(tokenizer, where=f"base model folder {base_model}", marker=fam.image_start_marker,
+                     marker_pieces=fam.image_start_pieces, vocab_size=vocab_size)
     return tokenizer
 
 
 def _check_ae_choice(ae: Any, family: str, info: Any, ar_checkpoint: Any, ae_base: Any) -> None:
     """The VGT-AE to use belongs to the AR model's family (and, when embedded, its base folder too)."""
+    from .backbones import get_family
     from .checkpoints import peek_family
-    from .loading import _AE_BASES, check_base_family, family_name
+    from .loading import check_base_family, family_name
 
+    encoder_base = get_family(family).ae_base_model
     if ae is None:
         if info.has_embedded_ae:
             check_base_family(family, ae_base, "the VGT-AE embedded in the AR checkpoint",
-                              fix=f"pass the base model folder of its encoder ({_AE_BASES.get(family)}) as "
-                                  f"ae_base_model")
+                              fix=f"pass the base model folder of its encoder ({encoder_base}) as ae_base_model")
         return
     ae_family = ae.family if not isinstance(ae, (str, Path)) else peek_family(ae, want="ae")
     if ae_family != family:
         what = "the VGT-AE" if not isinstance(ae, (str, Path)) else f"the VGT-AE checkpoint {ae}"
         raise ValueError(f"{what} is for {family_name(ae_family)} but the VGT-AR checkpoint {ar_checkpoint} is "
-                         f"{family_name(family, True)} model: pick the {family_name(family)} VGT-AE "
-                         f"({'vgt_ae_qwen25vl.pth' if family == 'qwen2_5_vl' else 'vgt_ae_internvl3.pth'}), or "
-                         f"leave the VGT-AE unset to use the one embedded in the AR checkpoint")
+                         f"{family_name(family, True)} model: pick the {family_name(family)} VGT-AE, or leave the "
+                         f"VGT-AE unset to use the one embedded in the AR checkpoint")
     if isinstance(ae, (str, Path)):
         check_base_family(family, ae_base, f"the VGT-AE checkpoint {ae}",
-                          fix=f"pass the base model folder of its encoder ({_AE_BASES.get(family)}) as ae_base_model")
+                          fix=f"pass the base model folder of its encoder ({encoder_base}) as ae_base_model")

@@ -227,19 +227,18 @@ def check_tokenizer_files(base_dir: Any) -> None:
     )
 
 
-def verify_tokenizer(tokenizer: Any, *, where: Any, img_start_tokens: str, vocab_size: int | None = None) -> None:
+def verify_tokenizer(tokenizer: Any, *, where: Any, marker: str = "<img>", marker_pieces: str = "",
+                     vocab_size: int | None = None) -> None:
     """The tokenizer reads prompts the way the checkpoint was trained (checked before any network is built).
 
     - the chat template's ``<|im_start|>`` / ``<|im_end|>`` are one token each;
-    - the image-start marker ``<img>`` is one token (``img_start_tokens="one"``, InternVL3) or several ordinary
-      pieces (``"several"``, Qwen2.5-VL, whose tokenizer has no such token);
+    - the image-start ``marker`` is one token (``marker_pieces="one"``: InternVL3's ``<img>``, Qwen3-VL's
+      ``<|vision_start|>``) or several ordinary pieces (``"several"``: Qwen2.5-VL has no ``<img>`` token);
     - ordinary text survives an encode/decode round trip (a tokenizer that maps text to nothing would make every
       prompt give the same image);
     - every id it can produce indexes the checkpoint's embedding table (``vocab_size`` rows), and it covers at least
       half of that table (a tokenizer from another, smaller model does not).
     """
-    from .config import IMG_START_TOKEN
-
     def fail(what: str) -> None:
         raise ValueError(f"the tokenizer in {where} {what}: use the tokenizer files of the base model the checkpoint "
                          f"was trained on (re-download its *.json and *.txt files)")
@@ -249,11 +248,11 @@ def verify_tokenizer(tokenizer: Any, *, where: Any, img_start_tokens: str, vocab
         ids = enc(tok)
         if len(ids) != 1:
             fail(f"does not know the chat template's special token {tok} (it encodes to {len(ids)} pieces)")
-    ids = enc(IMG_START_TOKEN)
-    if img_start_tokens == "one" and len(ids) != 1:
-        fail(f"encodes the image-start marker {IMG_START_TOKEN} to {len(ids)} pieces, not one special token")
-    if img_start_tokens == "several" and len(ids) < 2:
-        fail(f"has {IMG_START_TOKEN} as a single token; this model family was trained with it as ordinary text")
+    ids = enc(marker)
+    if marker_pieces == "one" and len(ids) != 1:
+        fail(f"encodes the image-start marker {marker} to {len(ids)} pieces, not one special token")
+    if marker_pieces == "several" and len(ids) < 2:
+        fail(f"has {marker} as a single token; this model family was trained with it as ordinary text")
     probe = enc(TOKENIZER_PROBE)
     if not probe or tokenizer.decode(probe) != TOKENIZER_PROBE:
         fail(f"does not read ordinary text (round trip of {TOKENIZER_PROBE!r} gave {tokenizer.decode(probe)!r})")
