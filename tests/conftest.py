@@ -60,6 +60,12 @@ def manifests_dir(reference_dir: Path) -> Path:
     return path
 
 
+def pytest_collection_modifyitems(config, items):  # noqa: D103
+    for item in items:  # the "fixtures" marker: every test that uses the reference fixtures, directly or not
+        if "reference_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.fixtures)
+
+
 _fixture_skips: list[str] = []
 
 

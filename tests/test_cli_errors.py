@@ -194,6 +194,12 @@ def test_version(capsys):
 
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"vgt {__version__}"
+
+
+@pytest.mark.slow
+def test_version_from_a_shell():
+    from vgt_impl import __version__
+
     out = subprocess.run([sys.executable, "-m", "vgt_impl.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == f"vgt {__version__}"
 

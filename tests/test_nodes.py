@@ -294,6 +294,7 @@ print(len(pack.NODE_CLASS_MAPPINGS))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("with_comfy", [False, True])
 def test_entry_point_without_install(with_comfy):
     """The pack folder as ComfyUI imports it, library not pip-installed: nodes only when ComfyUI is importable, and the

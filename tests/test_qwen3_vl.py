@@ -237,7 +237,8 @@ def test_tiny_cli_inspect_and_generate(tiny, tmp_path, capsys):
                  "--out", str(png)]) == 0
     from PIL import Image
 
-    assert Image.open(png).size == (56, 56)
+    with Image.open(png) as img:
+        assert img.size == (56, 56)
 
 
 def _write_json(path: Path, obj) -> Path:

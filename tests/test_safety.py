@@ -57,6 +57,7 @@ print("loaded", tuple(out.images.shape), ae.family)
 """
 
 
+@pytest.mark.slow
 def test_remote_code_in_base_folders_is_never_run(reference_dir, tmp_path):
     """transformers 5 asks "Do you wish to run the custom code? [y/N]" on a terminal for remote-code folders and runs
     the folder's files on "y"; the loaders must never let it consider remote code: a stdin answering "y" to every
