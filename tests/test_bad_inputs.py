@@ -258,3 +258,44 @@ def test_pixel_mask_rules_check_values():
         variation_mask(2, 2, float("nan"))
     with pytest.raises(TypeError, match=r"h must be an integer, got 2.5"):
         variation_mask(2.5, 2, 0.5)
+
+
+def test_decode_latents_and_to_check_their_arguments(pipe):
+    with pytest.raises(ValueError, match=r"output_size\[1\] \(width\)=0 is out of range"):
+        pipe.decode_latents(torch.zeros(1, 32, 2, 2), output_size=(56, 0))
+    with pytest.raises(ValueError, match=r"device='gpu' is not a device"):
+        pipe.to(device="gpu")
+    with pytest.raises(ValueError, match=r"dtype=torch.int64: expected torch.float32"):
+        pipe.to(dtype=torch.long)
+    assert pipe.dtype == torch.float32  # nothing was moved
+
+
+def test_missing_base_folder_fails_before_the_checkpoint_is_read(reference_dir, tmp_path, monkeypatch):
+    import vgt_impl.checkpoints as checkpoints
+    from vgt_impl import VGTPipeline
+
+    monkeypatch.setattr(checkpoints, "load_checkpoint_file", lambda *a, **k: pytest.fail("read before the check"))
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        VGTPipeline.from_pretrained(reference_dir / "qwen25vl" / "ar" / "iter_5000.pth", base_model=tmp_path)
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        VGTPipeline.from_pretrained(reference_dir / "qwen25vl" / "ar" / "iter_5000.pth",
+                                    base_model=reference_dir / "qwen25vl" / "base" / "Qwen2.5-VL-3B-Instruct-tiny",
+                                    ae_base_model=tmp_path / "nope")
+
+
+def test_converted_config_that_is_not_json(reference_dir, tmp_path):
+    import shutil
+
+    from vgt_impl.checkpoints import CheckpointError, converted_config
+
+    shutil.copy(reference_dir / "qwen25vl" / "ae" / "vgt_ae_qwen25vl.pth", tmp_path / "ae.pth")
+    (tmp_path / "ae.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"the config stored with .*ae.pth is not valid JSON"):
+        converted_config(tmp_path / "ae.pth")
+
+
+def test_token_mask_stride_must_be_positive():
+    from vgt_impl.editing import pixel_mask_to_tokens
+
+    with pytest.raises(ValueError, match=r"stride=0 is out of range"):
+        pixel_mask_to_tokens(torch.zeros(28, 28), stride=0)

@@ -37,6 +37,7 @@ def pixel_mask_to_tokens(
     Qwen3-VL). A token is regenerated when, over its s x s pixels: ``any`` pixel is above 0.5; the ``majority`` of them is
     (mean > 0.5); or their mean exceeds ``threshold``. ``dilate`` then grows the mask by that many whole tokens.
     """
+    stride = check_int("stride", stride, lo=1)
     mask = _check_pixel_mask("mask", mask)
     _, h, w = mask.shape
     if h % stride or w % stride or h < stride or w < stride:

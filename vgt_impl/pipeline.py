@@ -27,6 +27,7 @@ from .validation import (
     PromptTooLongError,
     check_choice,
     check_device,
+    check_dtype,
     check_generator,
     check_int,
     check_prompts,
@@ -166,10 +167,14 @@ class VGTPipeline:
         template tokens, vocabulary against the checkpoint's embedding table).
         """
         from .autoencoder import VGTAutoencoder, _check_runtime, load_decoder_config
+        from .backbones import detect_family_from_dir
         from .loading import load_ar_model, load_embedded_ae
 
         device = check_device(device if device is not None else "cpu")
         dtype, _ = _check_runtime(dtype or default_dtype(device), device, attn_implementation)
+        for folder in (base_model, ae_base_model):  # config.json present and supported, before the checkpoint is read
+            if folder is not None:
+                detect_family_from_dir(folder)
         if ae is not None and not isinstance(ae, (VGTAutoencoder, str, Path)):
             raise TypeError(f"ae must be a VGTAutoencoder, a VGT-AE checkpoint path or None, got {type(ae).__name__}")
         found: dict[str, Any] = {}
@@ -195,6 +200,8 @@ class VGTPipeline:
         return cls(ar, found["tokenizer"], ae)
 
     def to(self, device=None, dtype=None) -> VGTPipeline:
+        device = check_device(device) if device is not None else None
+        dtype = check_dtype(dtype) if dtype is not None else None
         self.ar.to(device=device, dtype=dtype)
         if self.ae is not None:
             self.ae.to(device=device, dtype=dtype)
@@ -320,6 +327,7 @@ class VGTPipeline:
         """VGT-AE decode -> images [B, 3, H, W] in [-1, 1]; ``output_size`` resizes as the reference does."""
         if self.ae is None:
             raise RuntimeError("this pipeline has no VGT-AE: load one to decode latents to images")
+        output_size = check_output_size(output_size)
         images = self.ae.decode(latents.to(device=self.ae.device))
         if output_size is not None and tuple(images.shape[-2:]) != tuple(output_size):
             images = F.interpolate(images, size=tuple(output_size), mode="bilinear", align_corners=False)

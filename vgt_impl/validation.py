@@ -72,12 +72,6 @@ def _range(lo, hi, lo_open: bool = False, hi_open: bool = False) -> str:
     return "a finite number"
 
 
-def check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, type(None))) and not (hasattr(value, "dtype") and str(value.dtype) == "bool"):
-        raise TypeError(f"{name} must be True or False, got {_shown(value)} ({_type(value)})")
-    return bool(value)
-
-
 def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name}={_shown(value)}: expected one of {', '.join(map(str, choices))}")
