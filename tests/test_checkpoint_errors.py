@@ -233,3 +233,15 @@ def test_converted_files_get_the_usual_permissions_and_never_overwrite(reference
         check_converted_target(src, source=src)
     with pytest.raises(ValueError, match=r"converted checkpoints are .safetensors files, got x.pth"):
         check_converted_target(tmp_path / "x.pth")
+
+
+def test_decoder_config_that_does_not_fit_the_weights_fails_before_building(reference_dir, no_network_build):
+    """The built-in full-size f32c32 config with the tiny decoder's weights used to fail in strict loading, after the
+    whole model was built."""
+    match = (r"the DC-AE decoder config does not match the decoder in .*: its conv_in output channels are 32, the "
+             r"config gives 1024")
+    with pytest.raises(ValueError, match=match):
+        VGTAutoencoder.from_pretrained(reference_dir / "qwen25vl" / "ae" / "vgt_ae_qwen25vl.pth",
+                                       base_model=reference_dir / Q_BASE)
+    with pytest.raises(ValueError, match=match):
+        _qwen(reference_dir, decoder_config=None)

@@ -100,10 +100,16 @@ def test_flash_attention_without_flash_attn(q, capsys, nothing_loads):
     assert "--attn=flash_attention_2 needs the flash-attn package" in run(gen(q, "--attn", "flash_attention_2"), capsys)
 
 
-def test_mismatch_reports_are_one_line(q, capsys):
-    """A strict-loading report (several lines in the library) is joined into the one error line."""
+def test_mismatch_reports_are_one_line(q, tmp_path, capsys):
+    """A grouped report (several lines in the library) is joined into the one error line."""
+    sd = torch.load(q["ae"], weights_only=True)
+    sd = sd.get("state_dict", sd)
+    del sd["down_mlp.3.weight"]
+    torch.save(sd, tmp_path / "partial.pth")
+    line = run(["inspect", tmp_path / "partial.pth"], capsys)
+    assert "VGT-AE checkpoint is incomplete: missing 1 tensors its sizes are read from: down_mlp.3.weight" in line
     line = run(["generate", "x", "--ar", q["ar"], "--base-model", q["base"], "--size", "56", "--steps", "2"], capsys)
-    assert "does not fit" in line and "likely cause: the DC-AE decoder config does not match" in line
+    assert "the DC-AE decoder config does not match the decoder in the VGT-AE embedded in" in line
 
 
 def test_reconstruct_bad_inputs(q, tmp_path, capsys, nothing_loads):
@@ -223,3 +229,18 @@ def test_vgt_debug_shows_the_traceback_and_bugs_keep_theirs(capsys, monkeypatch)
     monkeypatch.setattr(cli, "cmd_inspect", bug)
     with pytest.raises(RuntimeError, match="internal"):  # not a user error: the traceback is the useful report
         main(["inspect", "x"])
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
+    """PIL's convert('RGB') clips 16-bit greyscale at 255: a mid grey (40000 of 65535) came out white."""
+    import numpy as np
+
+    from vgt_impl.cli import load_image
+
+    Image.fromarray(np.full((56, 56), 40000, dtype=np.uint16)).save(tmp_path / "grey16.png")
+    x = load_image(tmp_path / "grey16.png", "error")
+    assert x.shape == (1, 3, 56, 56)
+    torch.testing.assert_close(x, torch.full_like(x, round(40000 / 257) / 127.5 - 1.0))
+    Image.fromarray(np.zeros((56, 56), dtype=np.float32), mode="F").save(tmp_path / "f.tiff")
+    with pytest.raises(ValueError, match="floating-point images have no fixed range"):
+        load_image(tmp_path / "f.tiff", "error")

@@ -106,6 +106,23 @@ def _check_decoder_config(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     return cfg
 
 
+def check_decoder_fits(cfg: dict[str, Any], shape: Any, where: str, prefix: str = "decoder.") -> None:
+    """The DC-AE decoder config builds the decoder the weights were saved from (from a few shapes, before anything is
+    built); ``shape(key)`` gives a checkpoint tensor's shape, or None when it has no such key."""
+    out = list(cfg.get("decoder_block_out_channels") or [])
+    if not out:
+        return
+    found = {"conv_in output channels": (shape(prefix + "conv_in.weight"), 0, out[-1]),
+             "conv_out input channels": (shape(prefix + "conv_out.weight"), 1, out[0])}
+    for what, (s, dim, want) in found.items():
+        if s is not None and s[dim] != want:
+            raise ValueError(
+                f"the DC-AE decoder config does not match the decoder in {where}: its {what} are {s[dim]}, the config "
+                f"gives {want}: pass the decoder config it was trained with (the folder of "
+                f"mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers, or --decoder / decoder_config)"
+            )
+
+
 def nearest_sizes(v: int, stride: int = LATENT_STRIDE) -> str:
     """"56 or 84": the multiples of ``stride`` around ``v`` (for size errors); one token's size below it."""
     if v < stride:
@@ -209,8 +226,10 @@ class VGTAutoencoder(nn.Module):
         base_cfg = fam.load_base_config(base_model)
         if not isinstance(decoder_config, dict) and decoder_config is None and "decoder.conv_in.weight" in sd:
             logger.debug("using the built-in DC-AE f32c32 decoder config")
+        dec_cfg = load_decoder_config(decoder_config)
+        check_decoder_fits(dec_cfg, lambda k: tuple(sd[k].shape) if k in sd else None, what)
         config = AEConfig(family=info.family, embed_dim=info.latent_channels, hidden_size=info.ae_width,
-                          decoder_config=load_decoder_config(decoder_config), latent_stride=latent_stride)
+                          decoder_config=dec_cfg, latent_stride=latent_stride)
         mapped, dropped = fam.map_ae_state_dict(sd) if info.family else (sd, {})
         with torch.device("meta"):
             model = cls(config, base_cfg, attn_implementation=attn_implementation)

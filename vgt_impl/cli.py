@@ -74,6 +74,21 @@ def check_image_file(path: str | Path, fit: str, stride: int = 28) -> tuple[int,
     return w, h
 
 
+def _to_rgb8(img, path):
+    """8-bit RGB; 16-bit greyscale is scaled (PIL's convert('RGB') clips it at 255: a mid grey came out white)."""
+    import numpy as np
+    from PIL import Image
+
+    if img.mode.startswith("I"):
+        a = np.asarray(img, dtype=np.float64)
+        if a.min() < 0 or a.max() > 65535:
+            raise UsageError(f"{path}: {img.mode} pixel values outside 0..65535 cannot be read as an image")
+        return Image.fromarray(np.round(a / 257.0).astype(np.uint8)).convert("RGB")
+    if img.mode == "F":
+        raise UsageError(f"{path}: floating-point images have no fixed range: save it as an 8- or 16-bit image")
+    return img.convert("RGB")
+
+
 def load_image(path: str | Path, fit: str, stride: int = 28) -> torch.Tensor:
     """An image file -> [1, 3, H, W] in [-1, 1] with H, W multiples of ``stride`` (``fit``: crop, resize or error)."""
     import numpy as np
@@ -81,7 +96,7 @@ def load_image(path: str | Path, fit: str, stride: int = 28) -> torch.Tensor:
 
     check_image_file(path, fit, stride)
     with Image.open(path) as src:
-        img = src.convert("RGB")
+        img = _to_rgb8(src, path)
     w, h = img.size
     tw, th = _fit_size(w, h, stride)
     if (tw, th) != (w, h):

@@ -68,12 +68,12 @@ def check_stride(base_stride: int, stored: int | None, path: str | Path, base_mo
 def load_ar_model(
     path: str | Path, *, base_model: str | Path, dtype: torch.dtype, device: torch.device,
     attn_implementation: str = "sdpa", prefer_ema: bool = True,
-    before_build: Callable[[str, Any], None] | None = None,
+    before_build: Callable[[str, Any, dict], None] | None = None,
 ) -> tuple[VGTARModel, dict[str, Any]]:
     """Load an official (or converted) VGT-AR checkpoint -> (model, extras with the embedded VGT-AE weights).
 
-    ``before_build(family, variant_info)`` runs the caller's checks (tokenizer, VGT-AE family) once the checkpoint
-    has been read and checked against the base model, before any network is built.
+    ``before_build(family, variant_info, embedded_ae_state_dict)`` runs the caller's checks (tokenizer, VGT-AE family,
+    decoder config) once the checkpoint has been read and checked against the base model, before any network is built.
     """
     from .checkpoints import (
         converted_config,
@@ -104,7 +104,7 @@ def load_ar_model(
     check_layer_count(family, base_cfg.text_config, count_layers(mapped), str(path))
     cfg = ar_config_from_shapes(family, base_cfg.text_config, shapes, count_layers(mapped), latent_stride=stride)
     if before_build is not None:
-        before_build(family, info)
+        before_build(family, info, ae_sd)
     with torch.device("meta"):
         ar = VGTARModel(cfg, base_cfg.text_config, attn_implementation=attn_implementation)
     mapped = materialize(mapped, dtype)  # only the chosen dict, tensor by tensor from the memory map

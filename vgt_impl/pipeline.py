@@ -166,7 +166,7 @@ class VGTPipeline:
         variant against the base model, the VGT-AE's family, the decoder config and the tokenizer (files present,
         template tokens, vocabulary against the checkpoint's embedding table).
         """
-        from .autoencoder import VGTAutoencoder, _check_runtime, load_decoder_config
+        from .autoencoder import VGTAutoencoder, _check_runtime, check_decoder_fits, load_decoder_config
         from .backbones import detect_family_from_dir
         from .loading import load_ar_model, load_embedded_ae
 
@@ -179,10 +179,13 @@ class VGTPipeline:
             raise TypeError(f"ae must be a VGTAutoencoder, a VGT-AE checkpoint path or None, got {type(ae).__name__}")
         found: dict[str, Any] = {}
 
-        def before_build(family: str, info: Any) -> None:
+        def before_build(family: str, info: Any, ae_sd: dict) -> None:
             _check_ae_choice(ae, family, info, ar_checkpoint, ae_base_model or base_model)
             if not isinstance(ae, VGTAutoencoder):
-                load_decoder_config(decoder_config)
+                dec = load_decoder_config(decoder_config)
+                if ae is None and ae_sd:
+                    check_decoder_fits(dec, lambda k: tuple(ae_sd[k].shape) if k in ae_sd else None,
+                                       f"the VGT-AE embedded in {ar_checkpoint}")
             found["tokenizer"] = load_tokenizer(base_model, family, vocab_size=info.vocab_size)
 
         ar, extras = load_ar_model(
