@@ -72,6 +72,7 @@ class LoopConfig:
     keep_states: int = 2  # resumable states kept (older ones are removed once a newer one is complete); 0 = all
     export_every: int = 0  # export a model folder every N steps (always at the end); 0 = only at the end
     export_weights: str = "ema"  # "ema" | "raw": which weights exported model folders carry
+    export_dtype: str = "bf16"  # storage dtype of exported weights: "bf16" (as the official files) | "fp16" | "fp32"
     sample_every: int = 0  # write a sample grid every N steps (0 = never); uses the EMA weights when enabled
     resume: str = "auto"  # "auto" (latest state in output_dir if any) | "never" | path of a state folder
     num_workers: int = 2  # DataLoader worker processes

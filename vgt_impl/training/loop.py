@@ -25,7 +25,7 @@ import math
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from .task import BatchInfo, TrainTask, get_task_class
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
+EXPORT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def make_accelerator(cfg: RunConfig, run_dir: Path, find_unused_parameters: bool = False):
@@ -118,6 +119,8 @@ class Trainer:
             raise ValueError(f"loop.mixed_precision={loop.mixed_precision!r}: expected bf16, fp16 or no")
         if loop.export_weights not in ("ema", "raw"):
             raise ValueError(f"loop.export_weights={loop.export_weights!r}: expected ema or raw")
+        if loop.export_dtype not in EXPORT_DTYPES:
+            raise ValueError(f"loop.export_dtype={loop.export_dtype!r}: expected one of {sorted(EXPORT_DTYPES)}")
         if loop.export_weights == "ema" and not loop.ema.enabled:
             raise ValueError("loop.export_weights=ema needs loop.ema.enabled=true (or export_weights=raw)")
 
@@ -337,8 +340,10 @@ class Trainer:
     def export(self) -> Path | None:
         """Export a model folder with the EMA (or raw) weights; every process takes part (FSDP gathers)."""
         use_ema = self.cfg.loop.export_weights == "ema" and self.ema is not None
-        params = self.ema.shadow if use_ema else {n: p.detach() for n, p in self.task.ema_parameters()}
-        weights = {n: _full(t).cpu() for n, t in params.items()}
+        dtype = EXPORT_DTYPES[self.cfg.loop.export_dtype]
+        with self._ema_weights() if use_ema else nullcontext():
+            weights = {k: _full(v).detach().cpu() for k, v in self.task.state_dict().items()}
+        weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()}
         folder = self.run_dir / "models" / f"step_{self.step:07d}"
         out = None
         if self.accelerator.is_main_process:

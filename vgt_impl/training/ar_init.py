@@ -1,0 +1,100 @@
+"""Starting points of VGT-AR training.
+
+- ``init: checkpoint``: continue a VGT-AR (SFT on top of pretrain): an official mmengine ``.pth`` (its ``state_dict``
+  by default, as the reference's ``load_from``; ``checkpoint_weights: ema`` for the EMA), a converted
+  ``.safetensors`` or an exported model folder. Its embedded VGT-AE is used unless ``ae_checkpoint`` is given.
+- ``init: base``: a new VGT-AR from a base VLM folder with weights (its first ``layer_ratio`` LLM layers) plus a VGT-AE
+  checkpoint; the queries, projectors and flow head start from the reference's initialisation.
+
+Weights are loaded in fp32 (bf16 autocast runs the math); frozen parts stay frozen.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+INITS = ("checkpoint", "base")
+
+
+def build_ar_task(cls, run_config):
+    """RunConfig -> ARTask with its networks loaded."""
+    from ..backbones import get_family
+
+    mc = run_config.model
+    if mc.init not in INITS:
+        raise ValueError(f"model.init={mc.init!r}: expected one of {INITS}")
+    if mc.init == "checkpoint":
+        ar, ae_sd, base, folder, weights = _from_checkpoint(mc)
+    else:
+        ar, base = _from_base(mc)
+        ae_sd, folder, weights = None, None, None
+    family = ar.family
+    ae_base = Path(mc.ae_base_model) if mc.ae_base_model else _ae_base(folder, base, mc.base_model)
+    ae = _load_ae(mc, ae_sd, family, ae_base, weights, needed=not run_config.data.latent_cache)
+    tokenizer = get_family(family).load_tokenizer(base)
+    ar.float().train()
+    sources: dict[str, Any] = {"base_model": str(base), "ae_base_model": str(ae_base) if ae is not None else None,
+                               "training": {"init": mc.init, "checkpoint": mc.checkpoint, "base_model": mc.base_model}}
+    return cls(mc, ar, tokenizer, ae, sources=sources)
+
+
+def _ae_base(folder: Path | None, base: Path, given_base: str | None) -> Path:
+    from ..loading import ae_base_of
+
+    if folder is not None and given_base is None:
+        return ae_base_of(folder)
+    return base
+
+
+def _from_checkpoint(mc):
+    from ..loading import default_base, load_ar_model, resolve_model_path
+
+    if not mc.checkpoint:
+        raise ValueError("model.init=checkpoint needs model.checkpoint (a VGT-AR .pth / .safetensors / model folder)")
+    if mc.checkpoint_weights not in ("raw", "ema"):
+        raise ValueError(f"model.checkpoint_weights={mc.checkpoint_weights!r}: expected raw or ema")
+    weights, folder = resolve_model_path(mc.checkpoint)
+    base = default_base("model.checkpoint", mc.base_model, folder)
+    ar, extras = load_ar_model(weights, base_model=base, dtype=torch.float32, device=torch.device("cpu"),
+                               attn_implementation=mc.attn_implementation,
+                               prefer_ema=mc.checkpoint_weights == "ema")
+    logger.info("VGT-AR from %s (%s weights)", weights, mc.checkpoint_weights)
+    return ar, extras.get("ae_state_dict") or None, base, folder, weights
+
+
+def _from_base(mc):
+    raise NotImplementedError(
+        "model.init=base (a new VGT-AR from a base VLM's weights) needs the family base-weight maps; "
+        "continue from a VGT-AR checkpoint (model.init=checkpoint) meanwhile"
+    )
+
+
+def _load_ae(mc, ae_sd, family: str, ae_base: Path, ar_weights: Path | None, needed: bool):
+    """The frozen VGT-AE: ``ae_checkpoint`` if given, else the one embedded in the AR checkpoint."""
+    from ..autoencoder import VGTAutoencoder
+    from ..loading import load_embedded_ae, stored_decoder_config
+
+    if mc.ae_checkpoint:
+        ae = VGTAutoencoder.from_pretrained(mc.ae_checkpoint, base_model=mc.ae_base_model or ae_base,
+                                            decoder_config=mc.decoder_config, dtype=torch.float32, device="cpu",
+                                            attn_implementation=mc.attn_implementation)
+    elif ae_sd:
+        decoder = mc.decoder_config if mc.decoder_config is not None else (
+            stored_decoder_config(ar_weights) if ar_weights is not None else None)
+        ae = load_embedded_ae(ae_sd, family=family, base_model=ae_base, decoder_config=decoder,
+                              dtype=torch.float32, device=torch.device("cpu"))
+    elif needed:
+        raise ValueError("no VGT-AE: the VGT-AR checkpoint embeds none; give model.ae_checkpoint (and "
+                         "model.ae_base_model), or train from a latent cache (data.latent_cache)")
+    else:
+        logger.warning("no VGT-AE: training from the latent cache; samples are off and exports embed no VGT-AE")
+        return None
+    if ae.family != family:
+        raise ValueError(f"the VGT-AE is {ae.family} but the VGT-AR is {family}: use a VGT-AE of the same family")
+    return ae.eval().requires_grad_(False)
