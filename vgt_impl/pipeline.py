@@ -141,8 +141,14 @@ class VGTPipeline:
         its encoder came from, needed for InternVL3 whose AE uses the 1B model; defaults to ``base_model``), with the
         decoder config stored in the checkpoint when ``decoder_config`` is not given.
         """
-        from .loading import ae_base_of, default_base, load_ar_model, load_embedded_ae, resolve_model_path
-        from .loading import stored_decoder_config
+        from .loading import (
+            ae_base_of,
+            default_base,
+            load_ar_model,
+            load_embedded_ae,
+            resolve_model_path,
+            stored_decoder_config,
+        )
 
         weights, folder = resolve_model_path(ar_checkpoint)
         base_model = default_base(str(ar_checkpoint), base_model, folder)

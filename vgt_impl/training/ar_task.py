@@ -109,6 +109,9 @@ class ARTask(TrainTask):
             raise ValueError(f"model.permutation={config.permutation!r}: expected process or global")
         self._set_trainable()
         self._no_split_modules = [type(self.ar.llm.layers[0]).__name__]
+        for p in self.parameters():  # FSDP2 shards contiguous tensors only (loaded conv weights may be channels-last)
+            if not p.is_contiguous():
+                p.data = p.data.contiguous()
 
     @classmethod
     def build(cls, config) -> ARTask:

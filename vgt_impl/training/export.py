@@ -12,7 +12,6 @@ the ComfyUI loaders (checkpoint ``<folder>/model.safetensors``, base model ``<fo
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Mapping
 from pathlib import Path

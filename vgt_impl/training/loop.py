@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -48,7 +49,10 @@ def make_accelerator(cfg: RunConfig, run_dir: Path, find_unused_parameters: bool
     from accelerate.utils import DistributedDataParallelKwargs, GradientAccumulationPlugin, ProjectConfiguration
 
     trackers = _trackers(cfg.loop.log_with)
-    return Accelerator(
+    acc = getattr(torch, "accelerator", None)
+    no_accelerator = not (acc is not None and acc.is_available()) and not torch.cuda.is_available()
+    accelerator = Accelerator(
+        cpu=no_accelerator,  # CPU-only machines: torchrun / accelerate launch processes join one gloo group
         mixed_precision=cfg.loop.mixed_precision,
         gradient_accumulation_plugin=GradientAccumulationPlugin(
             num_steps=cfg.loop.grad_accum, sync_with_dataloader=False),
@@ -56,6 +60,11 @@ def make_accelerator(cfg: RunConfig, run_dir: Path, find_unused_parameters: bool
         project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
     )
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and accelerator.num_processes != world:
+        raise RuntimeError(f"launched as {world} processes but accelerate sees {accelerator.num_processes}: every "
+                           f"process would train alone; check the launcher / accelerate config")
+    return accelerator
 
 
 def _trackers(names: list[str]) -> list[str]:
@@ -157,7 +166,7 @@ class Trainer:
                     if acc.sync_gradients and self.cfg.optim[phase].max_grad_norm:
                         gn = acc.clip_grad_norm_(self.phase_params[phase], self.cfg.optim[phase].max_grad_norm)
                         if gn is not None:
-                            metrics[f"grad_norm/{phase}"] = torch.as_tensor(gn).detach().float()
+                            metrics[f"grad_norm/{phase}"] = _full(torch.as_tensor(gn)).detach().float()
                     opt.step()
                     opt.zero_grad(set_to_none=True)
                 for k, v in m.items():
@@ -207,8 +216,13 @@ class Trainer:
             if (loop.export_every and self.step % loop.export_every == 0) or self.step == loop.max_steps:
                 exported = self.export()
         bar.close()
-        acc.end_training()
+        for tracker in acc.trackers:
+            tracker.finish()
         return exported
+
+    def close(self) -> None:
+        """End the trackers and the process group (the Trainer cannot train or save after this)."""
+        self.accelerator.end_training()
 
     def _batches(self, start_step: int) -> Iterator[dict[str, Any]]:
         """Micro-batches on the device, each with ``info`` (step, micro index, sample slots, seed)."""
@@ -342,7 +356,7 @@ class Trainer:
         use_ema = self.cfg.loop.export_weights == "ema" and self.ema is not None
         dtype = EXPORT_DTYPES[self.cfg.loop.export_dtype]
         with self._ema_weights() if use_ema else nullcontext():
-            weights = {k: _full(v).detach().cpu() for k, v in self.task.state_dict().items()}
+            weights = {k: _full(v).detach().to("cpu", copy=True) for k, v in self.task.state_dict().items()}
         weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()}
         folder = self.run_dir / "models" / f"step_{self.step:07d}"
         out = None

@@ -1,0 +1,229 @@
+"""VGT-AR training against the reference (teacher-forced parity) and as a whole run: learning, resume, exports."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from training_helpers import make_images, model_section, one_thread, run_config, tiny_raw
+
+from vgt_impl.training.ar_task import ARTask
+from vgt_impl.training.config import DataConfig, RunConfig, build_run_config
+from vgt_impl.training.loop import Trainer
+
+_one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
+
+
+@lru_cache(maxsize=2)
+def _task(root: str, family: str) -> ARTask:
+    raw = {"model": dict(model_section(Path(root), family), checkpoint_weights="ema"),
+           "data": {"latent_cache": "unused"}}
+    return ARTask.build(build_run_config(raw))
+
+
+def _fresh_task(reference_dir, family: str) -> ARTask:
+    import copy
+
+    return copy.deepcopy(_task(str(reference_dir), family))
+
+
+def test_teacher_forced_parity_internvl3(reference_dir):
+    """The recorded reference text2image_loss (InternVL3): loss, LLM inputs/positions, conditions within 1e-5."""
+    task = _task(str(reference_dir), "internvl3").eval()
+    t = load_file(str(reference_dir / "internvl3" / "cases" / "teacher_forced.safetensors"))
+    batch = {"latents": t["image_latents"], "input_ids": t["input_ids"], "attention_mask": t["attention_mask"]}
+    draws = {"permutation": t["permutation"], "noise": t["fm_noise"], "u": t["fm_u"]}
+    with torch.no_grad():
+        out = task.teacher_forced(batch, 0, draws)
+    seq = out["sequence"]
+    assert torch.equal(seq.position_ids, t["llm_position_ids"])
+    torch.testing.assert_close(seq.inputs_embeds, t["llm_inputs_embeds"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out["conditions"], t["query_conditions"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out["flow"].loss.reshape(1), t["loss_text2image"], atol=1e-5, rtol=0)
+    # a different permutation changes the loss: the injected draws are really used
+    with torch.no_grad():
+        other = task.teacher_forced(batch, 0, dict(draws, permutation=t["permutation"].flip(0)))
+    assert abs(other["flow"].loss.item() - out["flow"].loss.item()) > 1e-4
+
+
+def test_default_draws_are_reproducible_and_scoped(reference_dir):
+    from vgt_impl.training.task import BatchInfo
+
+    task = _task(str(reference_dir), "internvl3")
+    info = BatchInfo(step=3, micro=0, slots=[8, 9], seed=5)
+    n1, u1 = task.draw_flow(info, 16, 32, 2, "cpu")
+    n2, u2 = task.draw_flow(info, 16, 32, 2, "cpu")
+    assert n1.shape == (2 * 2 * 16, 32) and u1.shape == (64,) and torch.equal(n1, n2) and torch.equal(u1, u2)
+    # each sample's draws depend on its slot only: sample 9 alone gets the rows it had in the pair
+    n9, _ = task.draw_flow(BatchInfo(step=3, micro=0, slots=[9], seed=5), 16, 32, 2, "cpu")
+    torch.testing.assert_close(n9[:16], n1[16:32])
+    p_rank0 = task.draw_permutation(16, info)
+    p_rank1 = task.draw_permutation(16, BatchInfo(step=3, micro=0, slots=[10, 11], seed=5))
+    assert sorted(p_rank0.tolist()) == list(range(16)) and not torch.equal(p_rank0, p_rank1)  # "process" scope
+    task.cfg.permutation = "global"
+    try:
+        assert torch.equal(task.draw_permutation(16, info),
+                           task.draw_permutation(16, BatchInfo(step=3, micro=0, slots=[10, 11], seed=5)))
+    finally:
+        task.cfg.permutation = "process"
+
+
+def test_trainable_parts(reference_dir):
+    ivl, qwen = _task(str(reference_dir), "internvl3"), _task(str(reference_dir), "qwen25vl")
+    for task in (ivl, qwen):
+        names = {n for n, p in task.named_parameters() if p.requires_grad}
+        assert not any(n.startswith("ae.") for n in names)  # VGT-AE frozen
+        assert {"ar.queries.query_grid", "ar.queries.pos_grid", "ar.image_in_projector.weight",
+                "ar.image_out_projector.weight", "ar.flow_head.input_proj.weight", "ar.llm.norm.weight"} <= names
+        assert not any("lm_head" in n for n in task.state_dict())
+    # InternVL3's LLM has an untied text head: its embeddings train; Qwen2.5-VL ties them: frozen, as the reference
+    assert ivl.ar.llm.embed_tokens.weight.requires_grad and not qwen.ar.llm.embed_tokens.weight.requires_grad
+    opt_groups = __import__("vgt_impl.training.optim", fromlist=["x"]).build_optimizer(
+        ivl.param_groups("main"), __import__("vgt_impl.training.config", fromlist=["x"]).OptimConfig(), torch.device("cpu"))
+    for g in opt_groups.param_groups:  # weight decay on >= 2-D tensors only
+        assert all((p.ndim >= 2) == (g["weight_decay"] > 0) for p in g["params"])
+
+
+def test_qwen_family_trains(reference_dir):
+    """Qwen2.5-VL: 2-D positions act as three identical M-RoPE rows, shapes hold, and the loss falls."""
+    task = _fresh_task(reference_dir, "qwen25vl").train()
+    g = torch.Generator().manual_seed(0)
+    latents = torch.nn.functional.layer_norm(torch.randn(4, 32, 3, 3, generator=g).permute(0, 2, 3, 1), (32,))
+    latents = latents.permute(0, 3, 1, 2)
+    ids = torch.randint(0, 500, (4, 12), generator=g)
+    mask = torch.ones(4, 12, dtype=torch.bool)
+    mask[2:, 9:] = False
+    batch = {"latents": latents, "input_ids": ids, "attention_mask": mask}
+    out = task.teacher_forced(batch, 0)
+    seq = out["sequence"]
+    n_start = task.start_ids.numel()
+    assert n_start == 2  # Qwen has no <img> token: two BPE pieces
+    assert seq.inputs_embeds.shape == (4, 12 + n_start + 2 * 9, 64) and out["conditions"].shape == (4, 9, 64)
+    assert seq.position_ids[2, 8:12].tolist() == [8, 8, 8, 8] and seq.position_ids[2, 12].item() == 9
+    with torch.no_grad():
+        h2 = task.ar.llm(inputs_embeds=seq.inputs_embeds, attention_mask=seq.attention_mask,
+                         position_ids=seq.position_ids).last_hidden_state
+        h3 = task.ar.llm(inputs_embeds=seq.inputs_embeds, attention_mask=seq.attention_mask,
+                         position_ids=seq.position_ids[None].expand(3, -1, -1)).last_hidden_state
+    torch.testing.assert_close(h2, h3, atol=1e-6, rtol=0)
+    opt = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=2e-3)
+    losses = []
+    for _ in range(30):
+        loss, _ = task.loss("main", batch, 0)  # same draws every step: a fixed objective
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+@pytest.fixture(scope="module")
+def learned_run(reference_dir, tmp_path_factory):
+    """8 tiny images, 150 steps of the tiny InternVL3 model from its fixture checkpoint (a few seconds)."""
+    tmp = tmp_path_factory.mktemp("ar_learn")
+    images = make_images(tmp / "images", 8)
+    raw = tiny_raw(reference_dir, tmp / "run", {"source": [str(images)]},
+                   loop={"max_steps": 150, "batch_size": 8, "log_every": 15, "save_every": 150, "sample_every": 150,
+                         "ema": {"momentum": 0.05, "start_step": 75}},
+                   optim={"main": {"lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 10}},
+                   model={"cfg_dropout": 0.0})
+    trainer = Trainer(run_config(raw))
+    folder = trainer.train()
+    rows = [json.loads(x) for x in (tmp / "run" / "metrics.jsonl").read_text().splitlines()]
+    return trainer, folder, rows
+
+
+def test_learning_loss_falls_by_half(learned_run):
+    trainer, folder, rows = learned_run
+    assert rows[0]["step"] == 15 and rows[-1]["step"] == 150
+    first, last = rows[0]["loss/flow"], rows[-1]["loss/flow"]
+    assert last <= 0.5 * first, [r["loss/flow"] for r in rows]
+    assert (trainer.run_dir / "samples" / "step_0000150.png").is_file()
+    assert (trainer.run_dir / "state" / "step_0000150" / "trainer_state.json").is_file()
+
+
+def test_exported_folder_loads_and_generates(learned_run):
+    """The exported model folder (EMA weights) opens with no other argument and generates what the EMA generates."""
+    from vgt_impl import VGTAutoencoder, VGTPipeline
+    from vgt_impl.cli import main
+
+    trainer, folder, _ = learned_run
+    assert folder == trainer.run_dir / "models" / "step_0000150"
+    assert {"model.safetensors", "model.json", "config.json", "tokenizer.json", "ae_base"} <= {p.name for p in folder.iterdir()}
+    cfg = json.loads((folder / "model.json").read_text())
+    assert cfg["family"] == "internvl3" and cfg["ae"]["decoder_config"]["decoder_block_out_channels"] == [8, 8, 8, 16, 16, 32]
+    pipe = VGTPipeline.from_pretrained(folder, dtype=torch.float32)
+    ema = trainer.ema.shadow
+    torch.testing.assert_close(pipe.ar.flow_head.input_proj.weight, ema["ar.flow_head.input_proj.weight"])
+    torch.testing.assert_close(pipe.ar.llm.layers[1].mlp.up_proj.weight, ema["ar.llm.layers.1.mlp.up_proj.weight"])
+    kw = dict(height=112, width=112, num_flow_steps=3, acc_ratio=4, cfg_scale=2.0)
+    out = pipe.generate(["a red square on a blue background"], generator=torch.Generator().manual_seed(1), **kw)
+    with trainer._ema_weights():
+        ref = trainer.task.pipeline().generate(["a red square on a blue background"],
+                                               generator=torch.Generator().manual_seed(1), **kw)
+    torch.testing.assert_close(out.latents, ref.latents, atol=1e-4, rtol=0)
+    assert out.images.shape == (1, 3, 112, 112) and torch.isfinite(out.images).all()
+    ae = VGTAutoencoder.from_pretrained(folder)
+    img = torch.rand(1, 3, 56, 56) * 2 - 1
+    torch.testing.assert_close(ae.encode(img), trainer.task.ae.encode(img), atol=1e-5, rtol=0)
+    png = folder.parent / "cli.png"
+    assert main(["generate", "a red square", "--ar", str(folder), "--size", "112", "--steps", "2",
+                 "--acc-ratio", "8", "--seed", "0", "--dtype", "fp32", "--device", "cpu", "--out", str(png)]) == 0
+    assert png.is_file()
+
+
+def _short_run(reference_dir, images: Path, run_dir: Path, steps: int, **loop):
+    raw = tiny_raw(reference_dir, run_dir, {"source": [str(images)]},
+                   loop=dict({"max_steps": steps, "batch_size": 2, "grad_accum": 2, "log_every": 1, "save_every": 3},
+                             **loop),
+                   optim={"main": {"lr": 3e-3, "warmup_steps": 2}}, model={"sample_prompts": []})
+    return Trainer(run_config(raw))
+
+
+def test_resume_continues_exactly(reference_dir, tmp_path):
+    """Stop at step 3, resume, run to 6: weights, EMA, optimizer state, learning rates and losses equal a straight run."""
+    images = make_images(tmp_path / "images", 6)
+    straight = _short_run(reference_dir, images, tmp_path / "a", 6)
+    straight.train()
+    first = _short_run(reference_dir, images, tmp_path / "b", 3)
+    first.train()
+    resumed = _short_run(reference_dir, images, tmp_path / "b", 6)
+    assert resumed.step == 3
+    resumed.train()
+    a, b = straight.task.state_dict(), resumed.task.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    for k in straight.ema.shadow:
+        assert torch.equal(straight.ema.shadow[k], resumed.ema.shadow[k]), k
+    sa, sb = straight.optimizers["main"].state_dict(), resumed.optimizers["main"].state_dict()
+    for i in sa["state"]:
+        assert torch.equal(sa["state"][i]["exp_avg_sq"], sb["state"][i]["exp_avg_sq"])
+    rows = lambda d: [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    ra, rb = rows(tmp_path / "a"), rows(tmp_path / "b")
+    assert [r["step"] for r in rb] == [1, 2, 3, 4, 5, 6]
+    for x, y in zip(ra, rb):
+        assert x["loss"] == y["loss"] and x["lr/main"] == y["lr/main"], (x, y)
+
+
+def test_resume_refuses_another_global_batch(reference_dir, tmp_path):
+    images = make_images(tmp_path / "images", 4)
+    _short_run(reference_dir, images, tmp_path / "r", 3).train()
+    with pytest.raises(ValueError, match="global batch"):
+        _short_run(reference_dir, images, tmp_path / "r", 6, grad_accum=1)
+
+
+def test_config_errors_are_clear(reference_dir, tmp_path):
+    with pytest.raises(ValueError, match="did you mean 'max_steps'"):
+        build_run_config({"loop": {"max_step": 3}})
+    with pytest.raises(ValueError, match="loop.batch_size: expected an integer"):
+        build_run_config({"loop": {"batch_size": "four"}})
+    with pytest.raises(ValueError, match="model.init=checkpoint needs model.checkpoint"):
+        ARTask.build(RunConfig(model=build_run_config({}).model, data=DataConfig()))
+    with pytest.raises(ValueError, match="no optim.main"):
+        raw = tiny_raw(reference_dir, tmp_path / "x", {"latent_cache": "x"})
+        raw["optim"] = {"other": {}}
+        Trainer(run_config(raw))
