@@ -123,12 +123,12 @@ def test_qwen_family_trains(reference_dir):
 
 @pytest.fixture(scope="module")
 def learned_run(reference_dir, tmp_path_factory):
-    """8 tiny images, 150 steps of the tiny InternVL3 model from its fixture checkpoint (a few seconds)."""
+    """8 tiny images, 100 steps of the tiny InternVL3 model from its fixture checkpoint (a few seconds)."""
     tmp = tmp_path_factory.mktemp("ar_learn")
     images = make_images(tmp / "images", 8)
     raw = tiny_raw(reference_dir, tmp / "run", {"source": [str(images)]},
-                   loop={"max_steps": 150, "batch_size": 8, "log_every": 15, "save_every": 150, "sample_every": 150,
-                         "ema": {"momentum": 0.05, "start_step": 75}},
+                   loop={"max_steps": 100, "batch_size": 8, "log_every": 10, "save_every": 100, "sample_every": 100,
+                         "ema": {"momentum": 0.05, "start_step": 50}},
                    optim={"main": {"lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 10}},
                    model={"cfg_dropout": 0.0})
     trainer = Trainer(run_config(raw))
@@ -139,11 +139,11 @@ def learned_run(reference_dir, tmp_path_factory):
 
 def test_learning_loss_falls_by_half(learned_run):
     trainer, folder, rows = learned_run
-    assert rows[0]["step"] == 15 and rows[-1]["step"] == 150
+    assert rows[0]["step"] == 10 and rows[-1]["step"] == 100
     first, last = rows[0]["loss/flow"], rows[-1]["loss/flow"]
     assert last <= 0.5 * first, [r["loss/flow"] for r in rows]
-    assert (trainer.run_dir / "samples" / "step_0000150.png").is_file()
-    assert (trainer.run_dir / "state" / "step_0000150" / "trainer_state.json").is_file()
+    assert (trainer.run_dir / "samples" / "step_0000100.png").is_file()
+    assert (trainer.run_dir / "state" / "step_0000100" / "trainer_state.json").is_file()
 
 
 def test_exported_folder_loads_and_generates(learned_run):
@@ -152,7 +152,7 @@ def test_exported_folder_loads_and_generates(learned_run):
     from vgt_impl.cli import main
 
     trainer, folder, _ = learned_run
-    assert folder == trainer.run_dir / "models" / "step_0000150"
+    assert folder == trainer.run_dir / "models" / "step_0000100"
     assert {"model.safetensors", "model.json", "config.json", "tokenizer.json", "ae_base"} <= {p.name for p in folder.iterdir()}
     cfg = json.loads((folder / "model.json").read_text())
     assert cfg["family"] == "internvl3" and cfg["ae"]["decoder_config"]["decoder_block_out_channels"] == [8, 8, 8, 16, 16, 32]
@@ -227,3 +227,69 @@ def test_config_errors_are_clear(reference_dir, tmp_path):
         raw = tiny_raw(reference_dir, tmp_path / "x", {"latent_cache": "x"})
         raw["optim"] = {"other": {}}
         Trainer(run_config(raw))
+
+
+@pytest.mark.parametrize("family", ["qwen25vl", "internvl3"])
+def test_new_model_from_base_weights(reference_dir, tmp_path, family):
+    """init=base: the base VLM's first layer_ratio LLM layers with their weights, new parts as the reference inits them;
+    it trains, and its export loads with the kept layer count."""
+    from vgt_impl import VGTPipeline
+    from vgt_impl.backbones.base_weights import load_base_weights
+
+    m = model_section(reference_dir, family)
+    ae = reference_dir / family / "ae" / ("vgt_ae_qwen25vl.pth" if family == "qwen25vl" else "vgt_ae_internvl3.pth")
+    model = {"init": "base", "checkpoint": None, "ae_checkpoint": str(ae), "layer_ratio": 0.5, "head_dim": 32,
+             "head_layers": 2, "query_grid": [6, 6], "sample_prompts": []}
+    images = make_images(tmp_path / "images", 4)
+    raw = tiny_raw(reference_dir, tmp_path / "run", {"source": [str(images)], "image_size": 84}, family,
+                   loop={"max_steps": 4, "batch_size": 2, "save_every": 100}, model=model)
+    assert raw["model"]["base_model"] == m["base_model"]
+    trainer = Trainer(run_config(raw))
+    ar = trainer.task.ar
+    base = load_base_weights(m["base_model"], "llm", num_layers=len(ar.llm.layers))
+    assert len(ar.llm.layers) == (2 if family == "qwen25vl" else 1)  # int(4 * 0.5) / int(2 * 0.5)
+    for k, v in base.items():
+        assert torch.equal(ar.llm.state_dict()[k], v.float()), k
+    assert torch.count_nonzero(ar.flow_head.final_layer.linear.weight) == 0  # zero-initialised output
+    assert abs(ar.queries.query_grid.std().item() - ar.config.hidden_size ** -0.5) < 0.02
+    folder = trainer.train()
+    pipe = VGTPipeline.from_pretrained(folder, dtype=torch.float32)
+    assert len(pipe.ar.llm.layers) == len(ar.llm.layers) and pipe.ae is not None
+    out = pipe.generate(["a cat"], height=56, width=56, num_flow_steps=2, acc_ratio=4, cfg_scale=1.0,
+                        generator=torch.Generator().manual_seed(0))
+    assert out.images.shape == (1, 3, 56, 56)
+
+
+def test_repa_is_optional_and_adds_its_term(reference_dir, tmp_path):
+    """REPA off by default; on, the loss adds weight x (-cosine) of a flow-head block's projected features against a
+    plug-in feature model, the projector trains, and neither the feature model nor the projector is exported."""
+    from vgt_impl.training.losses import repa_loss
+    from vgt_impl.training.repa import patch_features
+
+    images = make_images(tmp_path / "images", 2)
+    raw = tiny_raw(reference_dir, tmp_path / "run", {"source": [str(images)]},
+                   model={"repa": {"weight": 0.5, "model": "training_helpers:tiny_feature_model", "image_size": 32,
+                                   "projector_dim": 24}, "sample_prompts": []},
+                   loop={"max_steps": 2, "batch_size": 2, "save_every": 100})
+    trainer = Trainer(run_config(raw))
+    task = trainer.task
+    assert task.repa_model is not None and not any(p.requires_grad for p in task.repa_model.parameters())
+    assert {n for n, _ in task.ema_parameters()} == {n for n, p in task.named_parameters()
+                                                     if p.requires_grad and n.startswith("ar.")}
+    batch = next(trainer._batches(0))
+    out = task.teacher_forced(batch, 0)
+    assert task.repa_depth() == 2  # max(2, layers // 2) with 2 head blocks
+    target = patch_features(task.repa_model, batch["pixels"], 32, 4, 4)
+    expected = repa_loss(task.repa_projector(out["flow"].features), target)
+    torch.testing.assert_close(out["repa"], expected)
+    loss, metrics = task.loss("main", batch, 0)
+    torch.testing.assert_close(loss, out["flow"].loss + 0.5 * out["repa"])
+    before = task.repa_projector[0].weight.detach().clone()
+    folder = trainer.train()
+    assert not torch.equal(before, task.repa_projector[0].weight)
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        assert not any("repa" in k for k in f.keys())
+    off = build_run_config({"model": {}}).model.repa
+    assert off.weight == 0.0

@@ -72,3 +72,25 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(n)
+
+
+def tiny_feature_model(checkpoint=None):
+    """A REPA feature-model plug-in for tests: a fixed random 4x4-patch convolution (no weights file needed)."""
+    import torch
+    from torch import nn
+
+    class Features(nn.Module):
+        feature_dim = 16
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 16, kernel_size=4, stride=4)
+            with torch.no_grad():
+                g = torch.Generator().manual_seed(0)
+                self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=g) * 0.1)
+                self.conv.bias.zero_()
+
+        def forward(self, x):
+            return self.conv(x)  # [B, 16, S/4, S/4]
+
+    return Features()

@@ -166,7 +166,10 @@ def cmd_generate(args) -> int:
 
     height = args.height or args.size
     width = args.width or args.size
-    s = latent_stride_of(args.base_model)  # config.json only: fail before loading any weights
+    from .loading import default_base, resolve_model_path
+
+    base = default_base(f"--ar {args.ar}", args.base_model, resolve_model_path(args.ar)[1])
+    s = latent_stride_of(base)  # config.json only: fail before loading any weights
     for name, v in (("height", height), ("width", width)):
         if v < s or v % s:
             raise ValueError(f"--{name} {v} is not a multiple of {s}: use {max(s, v // s * s)} or {(v // s + 1) * s} "

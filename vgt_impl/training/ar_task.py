@@ -96,8 +96,10 @@ class ARTask(TrainTask):
         self.ae = ae
         self.tokenizer = tokenizer
         self.sources = dict(sources or {})  # base folders / decoder config for exports
-        self.register_buffer("start_ids", torch.tensor(tokenizer.encode("<img>", add_special_tokens=True)),
-                             persistent=False)
+        from ..backbones import get_family
+
+        start = get_family(ar.family).image_start_ids(tokenizer)  # "<img>" (or the family's marker) token ids
+        self.register_buffer("start_ids", torch.tensor(start, dtype=torch.long), persistent=False)
         self.repa_model, self.repa_projector = None, None
         if config.repa.weight > 0:
             from .repa import build_repa
@@ -251,7 +253,7 @@ class ARTask(TrainTask):
                 check_cache_matches(base.info, self.ae, data_config)
         else:
             base = ImageCaptionDataset(load_records(data_config.source, data_config.image_key, data_config.caption_key),
-                                       data_config.image_size, data_config.crop)
+                                       data_config.image_size, data_config.crop, stride=self.ar.latent_stride)
         tokens = PromptTokens(self.tokenizer, self.cfg.max_text_tokens, self.cfg.text_truncation)
         return ARDataset(base, tokens, self.cfg.cfg_dropout)
 

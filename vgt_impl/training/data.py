@@ -239,9 +239,10 @@ def square_crop_resize(img, size: int, crop: str, generator: torch.Generator | N
 class ImageCaptionDataset(torch.utils.data.Dataset):
     """Records -> {"pixels": [3, S, S] in [-1, 1], "caption": str, "key": str, "slot": int}."""
 
-    def __init__(self, records: list[Record], image_size: int, crop: str = "random"):
-        if image_size % 28 or image_size < 28:
-            raise ValueError(f"data.image_size={image_size} must be a multiple of 28 (one latent token per 28x28 px)")
+    def __init__(self, records: list[Record], image_size: int, crop: str = "random", stride: int = 28):
+        if image_size % stride or image_size < stride:
+            raise ValueError(f"data.image_size={image_size} must be a multiple of {stride} (this model makes one latent "
+                             f"token per {stride}x{stride} px)")
         self.records, self.size, self.crop = records, image_size, crop
         self._tars: dict[str, tarfile.TarFile] = {}
 

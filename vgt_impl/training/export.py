@@ -71,9 +71,10 @@ def export_ar_folder(task, folder: Path, weights: Mapping[str, torch.Tensor]) ->
     variant.family = task.ar.family
     config: dict[str, Any] = {
         "format": "comfyui-vgt/1", "kind": "converted_ar", "family": task.ar.family, "variant": variant.to_dict(),
-        "source": "vgt train ar", "training": dict(task.sources.get("training", {})),
+        "latent_stride": task.ar.latent_stride, "source": "vgt train ar", "training": dict(task.sources.get("training", {})),
     }
     if task.ae is not None:
-        config["ae"] = {"family": task.ae.family, "decoder_config": task.ae.config.decoder_config}
+        config["ae"] = {"family": task.ae.family, "latent_stride": task.ae.stride,
+                        "decoder_config": task.ae.config.decoder_config}
     return write_model_folder(folder, tensors, config, base_model=Path(task.sources["base_model"]),
                               ae_base_model=task.sources.get("ae_base_model"))

@@ -67,8 +67,8 @@ def build_cache(run_config, out: Path, *, batch_size: int = 32, dtype: str = "fp
     device = device or state.device
     data = run_config.data
     records = load_records(data.source, data.image_key, data.caption_key)
-    dataset = ImageCaptionDataset(records, data.image_size, data.crop)
     ae = load_task_ae(run_config.model).to(device)
+    dataset = ImageCaptionDataset(records, data.image_size, data.crop, stride=ae.stride)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     n_shards = (len(records) + shard_size - 1) // shard_size
