@@ -43,7 +43,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--settings", default="latents,latents+ckpt,pixels",
                    help="comma list of: latents (cached latents), pixels (VGT-AE encode in the step), +ckpt "
                         "(gradient checkpointing), +k4 (flow_batch_mul 4)")
-    p.add_argument("--ae-width", type=int, default=0, help="pixels setting: VGT-AE vision width (0: LLM width)")
+    p.add_argument("--repeats", type=int, default=1, help="rounds over the settings; the fastest round is kept")
+    p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     p.set_defaults(func=cmd_bench_train, accepts_overrides=False)
 
 
@@ -89,8 +90,12 @@ def cmd_cache_latents(args) -> int:
 
 
 def cmd_bench_train(args) -> int:
+    import torch
+
     from .bench_train import run_bench_train
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     for line in run_bench_train(args):
         print(line, flush=True)
     return 0
