@@ -199,6 +199,11 @@ def test_resume_continues_exactly(reference_dir, tmp_path):
         assert torch.equal(a[k], b[k]), k
     for k in straight.ema.shadow:
         assert torch.equal(straight.ema.shadow[k], resumed.ema.shadow[k]), k
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "b" / "state" / "step_0000003" / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    assert "ar.flow_head.input_proj.weight" in keys and not any(k.startswith("ae.") for k in keys)  # frozen: not saved
     sa, sb = straight.optimizers["main"].state_dict(), resumed.optimizers["main"].state_dict()
     for i in sa["state"]:
         assert torch.equal(sa["state"][i]["exp_avg_sq"], sb["state"][i]["exp_avg_sq"])

@@ -107,8 +107,11 @@ class Trainer:
             raise ValueError(f"task {task.name!r} runs phases {self.phase_names} but the config has no optim.{missing[0]} "
                              f"section (have: {sorted(config.optim)})")
         task.to(acc.device)
+        self._frozen = {n for n, p in task.named_parameters() if not p.requires_grad}
+        self._configure_deepspeed()
         optimizers = [build_optimizer(task.param_groups(p), config.optim[p], acc.device) for p in self.phase_names]
         self.schedules = {p: LRSchedule(config.optim[p], loop.max_steps) for p in self.phase_names}
+        acc.register_save_state_pre_hook(self._drop_frozen)  # frozen weights come from the config's checkpoints
         self.model, *opts = acc.prepare(task, *optimizers)
         self.optimizers = dict(zip(self.phase_names, opts))
         self.phase_params = {p: [prm for g in task.param_groups(p) for _, prm in g.params] for p in self.phase_names}
@@ -132,6 +135,27 @@ class Trainer:
             raise ValueError(f"loop.export_dtype={loop.export_dtype!r}: expected one of {sorted(EXPORT_DTYPES)}")
         if loop.export_weights == "ema" and not loop.ema.enabled:
             raise ValueError("loop.export_weights=ema needs loop.ema.enabled=true (or export_weights=raw)")
+
+    def _configure_deepspeed(self) -> None:
+        """DeepSpeed takes the micro-batch, accumulation and clipping from its config: fill them from the run's."""
+        from accelerate.utils import DistributedType
+
+        if self.accelerator.distributed_type != DistributedType.DEEPSPEED:
+            return
+        if len(self.phase_names) != 1:
+            raise ValueError(f"task {self.task.name!r} has {len(self.phase_names)} optimizer phases; DeepSpeed runs "
+                             f"single-phase tasks only: use DDP or FSDP2 for it")
+        loop, opt = self.cfg.loop, self.cfg.optim[self.phase_names[0]]
+        ds = self.accelerator.state.deepspeed_plugin.deepspeed_config
+        ds["train_micro_batch_size_per_gpu"] = loop.batch_size
+        ds["gradient_accumulation_steps"] = loop.grad_accum
+        ds["gradient_clipping"] = opt.max_grad_norm or 0.0
+
+    def _drop_frozen(self, models, weights, output_dir) -> None:
+        """save_state pre-hook: keep frozen parameters (VGT-AE, feature models) out of resumable states."""
+        for sd in weights:
+            for k in [k for k in sd if k in self._frozen or k.removeprefix("module.") in self._frozen]:
+                del sd[k]
 
     @property
     def global_batch(self) -> int:
@@ -339,7 +363,17 @@ class Trainer:
                     f"global batch (processes x batch_size x grad_accum), seed and task settings; start a new "
                     f"output_dir (or set loop.resume=never) to train differently"
                 )
-        self.accelerator.load_state(str(path))
+        pruned = (path / "model.safetensors").is_file()  # DDP / single process: frozen weights left out
+        if pruned:
+            from safetensors import safe_open
+
+            with safe_open(str(path / "model.safetensors"), "pt") as f:
+                stored = {k.removeprefix("module.") for k in f.keys()}
+            lost = sorted({n for n, p in self.task.named_parameters() if p.requires_grad} - stored)
+            if lost:
+                raise ValueError(f"state {path} lacks {len(lost)} trainable tensors (e.g. {lost[0]}): it is from "
+                                 f"another model")
+        self.accelerator.load_state(str(path), **({"strict": False} if pruned else {}))
         self._load_ema(path)
         self.step = int(saved["step"])
         logger.info("resumed from %s at step %d", path, self.step)
@@ -372,7 +406,7 @@ class Trainer:
         sharded = any(_is_dtensor(p) for p in self.task.parameters())
         out = None
         if sharded or acc.is_main_process:
-            with self._ema_weights(), _unsharded(self.model, sharded), torch.no_grad():
+            with self._ema_weights(), _unsharded(self.model, sharded), torch.no_grad(), acc.autocast():
                 was_training = self.task.training
                 self.task.eval()
                 images = self.task.sample(self.step)
