@@ -176,3 +176,13 @@ def test_latent_cache_matches_on_the_fly_encoding(reference_dir, tmp_path):
     with pytest.raises(ValueError, match="another VGT-AE"):
         qtask = ARTask.build(run_config(qwen))
         qtask.build_dataset(run_config(qwen).data)
+
+
+def test_unreadable_images_raise_or_skip(tmp_path):
+    folder = make_images(tmp_path / "images", 3)
+    (folder / "img01.png").write_bytes(b"not a png")
+    recs = load_records([str(folder)])
+    with pytest.raises(OSError, match="img01.png.*data.on_error=skip"):
+        ImageCaptionDataset(recs, 56, "center")[SampleKey(1, 0, 0)]
+    item = ImageCaptionDataset(recs, 56, "center", on_error="skip")[SampleKey(1, 0, 0)]
+    assert item["key"] == "img02.png" and item["pixels"].shape == (3, 56, 56)

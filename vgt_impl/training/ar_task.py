@@ -253,7 +253,8 @@ class ARTask(TrainTask):
                 check_cache_matches(base.info, self.ae, data_config)
         else:
             base = ImageCaptionDataset(load_records(data_config.source, data_config.image_key, data_config.caption_key),
-                                       data_config.image_size, data_config.crop, stride=self.ar.latent_stride)
+                                       data_config.image_size, data_config.crop, stride=self.ar.latent_stride,
+                                       on_error=data_config.on_error)
         tokens = PromptTokens(self.tokenizer, self.cfg.max_text_tokens, self.cfg.text_truncation)
         return ARDataset(base, tokens, self.cfg.cfg_dropout)
 

@@ -65,6 +65,9 @@ def cmd_train(args) -> int:
         print(yaml.safe_dump(to_plain(cfg), sort_keys=False), end="")
         return 0
     _setup_logging()
+    import os
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenizers in DataLoader worker processes
     from .loop import Trainer
 
     trainer = Trainer(cfg)

@@ -246,7 +246,8 @@ class DataConfig:
     crop: str = "random"  # square crop before resizing: "random" (reference crop2square) | "center"
     image_key: str = "image"  # JSONL: field with the image path (relative to the manifest); tar: image extensions
     caption_key: str = "caption"  # JSONL field / tar member extension / folder sidecar extension ("txt" for folders)
-    latent_cache: str | None = None  # folder written by `vgt train cache`: latents + captions, no images read
+    latent_cache: str | None = None  # folder written by `vgt cache-latents`: latents + captions, no images read
+    on_error: str = "raise"  # an unreadable image: "raise" (stop, naming it) | "skip" (warn, take the next item)
 
 
 @dataclass

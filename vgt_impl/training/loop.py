@@ -253,8 +253,9 @@ class Trainer:
         loop = self.cfg.loop
         step, micro = start_step, 0
         for batch in self.data_loader(start_step):
+            slots = batch.pop("slots").tolist()  # before the copy to the device: no host sync
             batch = _to_device(batch, self.accelerator.device)
-            batch["info"] = BatchInfo(step=step, micro=micro, slots=batch.pop("slots").tolist(), seed=loop.seed)
+            batch["info"] = BatchInfo(step=step, micro=micro, slots=slots, seed=loop.seed)
             yield batch
             micro += 1
             if micro == loop.grad_accum:
