@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,6 +17,14 @@ from vgt_impl.training.config import DataConfig, RunConfig, build_run_config
 from vgt_impl.training.loop import Trainer
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
+
+
+@pytest.fixture(scope="module")
+def qwen3_tiny(tmp_path_factory):
+    """The tiny Qwen3-VL base folder (weights + tokenizer) and VGT-AE of the Qwen3-VL tests."""
+    from test_qwen3_vl import tiny
+
+    return tiny.__wrapped__(tmp_path_factory)
 
 
 @lru_cache(maxsize=2)
@@ -298,3 +307,30 @@ def test_repa_is_optional_and_adds_its_term(reference_dir, tmp_path):
         assert not any("repa" in k for k in f.keys())
     off = build_run_config({"model": {}}).model.repa
     assert off.weight == 0.0
+
+
+def test_qwen3_vl_new_model_trains(tmp_path, qwen3_tiny):
+    """A third family through the same task: a new VGT-AR from a tiny Qwen3-VL base with weights (its own image-start
+    token, latent stride from the vision config) trains, and its export loads and generates."""
+    from vgt_impl import VGTPipeline
+
+    images = make_images(tmp_path / "images", 4)
+    raw = {"task": "ar", "data": {"source": [str(images)], "image_size": 56, "crop": "center"},
+           "loop": {"output_dir": str(tmp_path / "run"), "max_steps": 3, "batch_size": 2, "mixed_precision": "no",
+                    "log_every": 1, "log_with": [], "save_every": 100, "num_workers": 0, "export_dtype": "fp32",
+                    "ema": {"start_step": 0, "momentum": 0.5}},
+           "optim": {"main": {"lr": 1e-3, "warmup_steps": 0}},
+           "model": {"init": "base", "base_model": str(qwen3_tiny["base"]), "ae_checkpoint": str(qwen3_tiny["ae"]),
+                     "head_dim": 32, "head_layers": 2, "query_grid": [4, 4], "sample_prompts": []}}
+    trainer = Trainer(run_config(raw))
+    task = trainer.task
+    tok = task.tokenizer
+    assert tok.convert_ids_to_tokens(task.start_ids.tolist()) == ["<|vision_start|>"]
+    assert task.ar.latent_stride == 28 and task.ar.family == "qwen3_vl"
+    folder = trainer.train()
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(math.isfinite(r["loss"]) for r in rows)
+    pipe = VGTPipeline.from_pretrained(folder, dtype=torch.float32)
+    out = pipe.generate(["a red circle"], height=56, width=56, num_flow_steps=2, acc_ratio=4, cfg_scale=2.0,
+                        generator=torch.Generator().manual_seed(0))
+    assert out.images.shape == (1, 3, 56, 56) and pipe.ar.family == "qwen3_vl"

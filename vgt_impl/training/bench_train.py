@@ -3,7 +3,8 @@
 Settings (``--settings``, comma separated): ``latents`` (a latent-cache batch), ``pixels`` (images encoded by a frozen
 random VGT-AE inside the step, as without a cache), with ``+ckpt`` (gradient checkpointing of the LLM blocks) and
 ``+k4`` (4 flow-head draws per token). Each setting: one warm-up step, then ``--steps`` timed steps, synchronised.
-Peak memory: the device's peak allocation on GPUs, the process's peak RSS on the CPU (monotonic: read it as an upper
+``--clock cpu`` times the process's CPU time instead of the wall clock: with ``--threads 1`` it is the compute time even
+on a shared, oversubscribed host. Peak memory: the device's peak allocation on GPUs, the process's peak RSS on the CPU (monotonic: read it as an upper
 bound for the settings after the first).
 """
 
@@ -76,7 +77,8 @@ def run_bench_train(args) -> Iterator[str]:
     yield (f"VGT-AR train step: random-weight '{args.random}' {SIZES[args.random]} ({trainable / 1e6:.1f}M trainable), "
            f"{args.family}; {args.size}x{args.size} px = {h * h} image tokens, {args.text_tokens} text tokens, "
            f"batch {args.batch}; device {device}, precision {precision}, AdamW; torch {torch.__version__}, "
-           f"{torch.get_num_threads()} threads; {args.steps} timed steps after 1 warm-up")
+           f"{torch.get_num_threads()} threads; {args.steps} timed steps after 1 warm-up, {args.clock} clock, best of "
+           f"{args.repeats} interleaved rounds")
     best: dict[str, tuple[float, float]] = {}
     for _ in range(max(1, args.repeats)):  # settings interleaved per round, the fastest round kept (noisy hosts)
         for name, pixels, ckpt, k in settings:
@@ -127,10 +129,11 @@ def _time_setting(task, args, device, precision, pixels, ckpt, k) -> tuple[float
     step()
     if device.type != "cpu" and hasattr(mod, "reset_peak_memory_stats"):
         mod.reset_peak_memory_stats(device)
+    clock = time.process_time if getattr(args, "clock", "wall") == "cpu" else time.perf_counter
     _sync(device)
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(max(1, args.steps)):
         step()
     _sync(device)
-    seconds = (time.perf_counter() - t0) / max(1, args.steps)
+    seconds = (clock() - t0) / max(1, args.steps)
     return seconds, _peak_mb(device)

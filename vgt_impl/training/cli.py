@@ -45,6 +45,8 @@ def add_parsers(sub) -> None:
                         "(gradient checkpointing), +k4 (flow_batch_mul 4)")
     p.add_argument("--repeats", type=int, default=1, help="rounds over the settings; the fastest round is kept")
     p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
+    p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                   help="wall time, or this process's CPU time (with --threads 1: robust on a busy CPU host)")
     p.set_defaults(func=cmd_bench_train, accepts_overrides=False)
 
 
