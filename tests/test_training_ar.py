@@ -334,3 +334,25 @@ def test_qwen3_vl_new_model_trains(tmp_path, qwen3_tiny):
     out = pipe.generate(["a red circle"], height=56, width=56, num_flow_steps=2, acc_ratio=4, cfg_scale=2.0,
                         generator=torch.Generator().manual_seed(0))
     assert out.images.shape == (1, 3, 56, 56) and pipe.ar.family == "qwen3_vl"
+
+
+def test_gradient_checkpointing_keeps_gradients(reference_dir):
+    """loop.gradient_checkpointing recomputes the LLM blocks in backward; the loss and gradients do not change."""
+    task = _fresh_task(reference_dir, "internvl3").train()
+    t = load_file(str(reference_dir / "internvl3" / "cases" / "teacher_forced.safetensors"))
+    batch = {"latents": t["image_latents"], "input_ids": t["input_ids"], "attention_mask": t["attention_mask"]}
+    draws = {"permutation": t["permutation"], "noise": t["fm_noise"], "u": t["fm_u"]}
+
+    def grads():
+        task.zero_grad(set_to_none=True)
+        loss, _ = task.loss("main", batch, 0, draws)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in task.named_parameters() if p.grad is not None}
+
+    plain_loss, plain = grads()
+    task.enable_gradient_checkpointing()
+    assert task.ar.llm.gradient_checkpointing
+    ckpt_loss, ckpt = grads()
+    assert torch.equal(plain_loss, ckpt_loss) and plain.keys() == ckpt.keys()
+    for n in plain:
+        torch.testing.assert_close(ckpt[n], plain[n], atol=1e-6, rtol=1e-5)

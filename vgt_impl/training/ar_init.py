@@ -47,8 +47,17 @@ def build_ar_task(cls, run_config):
                              f"{ar.config.latent_dim}: use the VGT-AE the model was made for")
     ar.float().train()
     sources: dict[str, Any] = {"base_model": str(base), "ae_base_model": str(ae_base) if ae is not None else None,
+                               "tied_embeddings": tied_embeddings(base),
                                "training": {"init": mc.init, "checkpoint": mc.checkpoint, "base_model": mc.base_model}}
     return cls(mc, ar, tokenizer, ae, sources=sources)
+
+
+def tied_embeddings(base: Path) -> bool:
+    """Whether the base VLM ties its text head to the token embeddings (config.json, any nesting the hub uses)."""
+    from ..backbones.common import read_config_json
+
+    raw = read_config_json(base)
+    return any(bool(c.get("tie_word_embeddings")) for c in (raw, raw.get("text_config") or {}, raw.get("llm_config") or {}))
 
 
 def _ae_base(folder: Path | None, base: Path, given_base: str | None) -> Path:

@@ -133,7 +133,8 @@ class ARTask(TrainTask):
     def embeddings_trainable(self) -> bool:
         mode = str(self.cfg.train_embeddings).lower()
         if mode == "auto":
-            return not bool(getattr(self.ar.llm.config, "tie_word_embeddings", False))
+            tied = self.sources.get("tied_embeddings", getattr(self.ar.llm.config, "tie_word_embeddings", False))
+            return not bool(tied)
         if mode in ("true", "false"):
             return mode == "true"
         raise ValueError(f"model.train_embeddings={self.cfg.train_embeddings!r}: expected auto, true or false")
