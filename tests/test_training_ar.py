@@ -176,6 +176,11 @@ def test_exported_folder_loads_and_generates(learned_run):
                                                generator=torch.Generator().manual_seed(1), **kw)
     torch.testing.assert_close(out.latents, ref.latents, atol=1e-4, rtol=0)
     assert out.images.shape == (1, 3, 112, 112) and torch.isfinite(out.images).all()
+    # the ComfyUI loaders' call: the file, the folder as base model (and as the VGT-AE's), the built-in decoder choice
+    comfy = VGTPipeline.from_pretrained(folder / "model.safetensors", base_model=folder, ae_base_model=folder,
+                                        decoder_config=None, dtype=torch.float32)
+    again = comfy.generate(["a red square on a blue background"], generator=torch.Generator().manual_seed(1), **kw)
+    torch.testing.assert_close(again.images, out.images, atol=1e-5, rtol=0)
     ae = VGTAutoencoder.from_pretrained(folder)
     img = torch.rand(1, 3, 56, 56) * 2 - 1
     torch.testing.assert_close(ae.encode(img), trainer.task.ae.encode(img), atol=1e-5, rtol=0)
