@@ -54,6 +54,11 @@ class VGTAEHandle:
     def family(self) -> str:
         return self.ae.family
 
+    @property
+    def stride(self) -> int:
+        """Pixels per latent token side (28; 32 for Qwen3-VL models)."""
+        return self.ae.stride
+
     def load(self) -> None:
         import comfy.model_management as mm
 
@@ -80,6 +85,11 @@ class VGTModelHandle:
     def family(self) -> str:
         return self.pipe.family
 
+    @property
+    def latent_stride(self) -> int:
+        """Pixels per latent token side (28; 32 for Qwen3-VL models)."""
+        return self.pipe.latent_stride
+
     def load(self, with_ae: bool = False) -> None:
         import comfy.model_management as mm
 
@@ -87,6 +97,13 @@ class VGTModelHandle:
         # Full loads: the networks are plain torch modules (no comfy.ops weight casting), so a partial low-VRAM load
         # would leave some layers on the CPU. ComfyUI still frees other models to make room and offloads these after.
         mm.load_models_gpu(patchers, force_full_load=True)
+
+    def attach_ae(self, ae: VGTAEHandle) -> None:
+        """Use a separately loaded VGT-AE for previews and as this model's VGT-AE."""
+        if ae.family != self.family:
+            raise ValueError(f"the VGT-AE is {ae.family} but the model is {self.family}")
+        self.ae = ae
+        self.pipe.ae = ae.ae
 
 
 def load_model(ar_path, base_dir, *, ae_path=None, ae_base_dir=None, decoder=None, dtype_name="auto",
