@@ -186,3 +186,32 @@ def test_unreadable_images_raise_or_skip(tmp_path):
         ImageCaptionDataset(recs, 56, "center")[SampleKey(1, 0, 0)]
     item = ImageCaptionDataset(recs, 56, "center", on_error="skip")[SampleKey(1, 0, 0)]
     assert item["key"] == "img02.png" and item["pixels"].shape == (3, 56, 56)
+
+
+def test_latent_cache_with_another_encoder(tmp_path):
+    """Any frozen encoder (a plain VAE for a baseline) can fill a cache: the cache records which one."""
+    from torch import nn
+
+    from vgt_impl.training.config import build_run_config
+    from vgt_impl.training.data import LatentCacheDataset
+    from vgt_impl.training.latent_cache import build_cache
+
+    class Pool(nn.Module):
+        stride, family = 32, "plain-vae"
+
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Conv2d(3, 32, kernel_size=32, stride=32)
+
+        def encode(self, x):
+            return self.proj(x)
+
+    images = make_images(tmp_path / "images", 3)
+    cfg = build_run_config({"data": {"source": [str(images)], "image_size": 64, "crop": "center"}})
+    enc = Pool()
+    index = build_cache(cfg, tmp_path / "cache", encoder=enc, dtype="fp32")
+    assert index["latent_shape"] == [32, 2, 2] and index["ae_family"] == "plain-vae"
+    item = LatentCacheDataset(tmp_path / "cache")[SampleKey(1, 0, 0)]
+    pixels = ImageCaptionDataset(load_records([str(images)]), 64, "center", stride=32)[SampleKey(1, 0, 0)]["pixels"]
+    with torch.no_grad():
+        torch.testing.assert_close(item["latents"], enc.encode(pixels[None])[0], atol=1e-5, rtol=0)

@@ -57,8 +57,12 @@ def check_cache_matches(info: dict[str, Any], ae, data_config) -> None:
 
 
 def build_cache(run_config, out: Path, *, batch_size: int = 32, dtype: str = "fp16", shard_size: int = 4096,
-                device: torch.device | None = None) -> dict[str, Any] | None:
-    """Encode ``run_config.data`` with the task's VGT-AE into ``out``; returns the index (on the main process)."""
+                device: torch.device | None = None, encoder: torch.nn.Module | None = None) -> dict[str, Any] | None:
+    """Encode ``run_config.data`` with the task's VGT-AE into ``out``; returns the index (on the main process).
+
+    ``encoder`` replaces the VGT-AE: any module with ``encode(pixels [-1, 1]) -> [B, C, h, w]``, ``stride`` and
+    ``family`` attributes (e.g. a plain VAE, to train the same AR on its latents as a baseline).
+    """
     from accelerate import PartialState
 
     from .data import ImageCaptionDataset, SampleKey, load_records
@@ -67,8 +71,8 @@ def build_cache(run_config, out: Path, *, batch_size: int = 32, dtype: str = "fp
     device = device or state.device
     data = run_config.data
     records = load_records(data.source, data.image_key, data.caption_key)
-    ae = load_task_ae(run_config.model).to(device)
-    dataset = ImageCaptionDataset(records, data.image_size, data.crop, stride=ae.stride)
+    ae = (encoder if encoder is not None else load_task_ae(run_config.model)).to(device)
+    dataset = ImageCaptionDataset(records, data.image_size, data.crop, stride=ae.stride, on_error=data.on_error)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     n_shards = (len(records) + shard_size - 1) // shard_size
@@ -110,8 +114,9 @@ def _write_shard(path: Path, dataset, keys, ae, batch_size: int, store: torch.dt
     latents, captions, names = [], [], []
     for i in range(0, len(keys), batch_size):
         items = [dataset[k] for k in keys[i:i + batch_size]]
-        pixels = torch.stack([it["pixels"] for it in items]).to(ae.device)
-        latents.append(ae.encode(pixels).to(store).cpu())
+        pixels = torch.stack([it["pixels"] for it in items]).to(next(ae.parameters()).device)
+        with torch.no_grad():
+            latents.append(ae.encode(pixels).to(store).cpu())
         captions += [it["caption"] for it in items]
         names += [it["key"] for it in items]
     meta = {"captions": json.dumps(captions), "keys": json.dumps(names)}
