@@ -119,6 +119,7 @@ class Trainer(RunState):
         self.step = 0  # optimizer steps done
         self._resume()
         self._metrics: dict[str, list[torch.Tensor]] = {}
+        self._latest: dict[str, float] = {}
 
     # ------------------------------------------------------------------ setup
     def _check_config(self) -> None:
@@ -166,15 +167,16 @@ class Trainer(RunState):
         )
 
     # ------------------------------------------------------------------ the step
-    def train_step(self, micro_batches: list[dict[str, Any]], step: int) -> dict[str, torch.Tensor]:
-        """One optimizer step per active phase over ``grad_accum`` micro-batches -> metrics (device tensors)."""
+    def train_step(self, micro_batches: list[dict[str, Any]], step: int) -> dict[str, torch.Tensor | float]:
+        """One optimizer step per active phase over ``grad_accum`` micro-batches -> metrics (device tensors; the
+        learning rates as floats)."""
         acc = self.accelerator
-        metrics: dict[str, torch.Tensor] = {}
+        metrics: dict[str, torch.Tensor | float] = {}
         for phase in self.active_phases(step):
             opt = self.optimizers[phase]
             for p in self.phase_params[phase]:
                 p.grad = None  # a previous phase's backward may have reached these parameters
-            metrics[f"lr/{phase}"] = torch.tensor(self.schedules[phase].apply(opt, step))
+            metrics[f"lr/{phase}"] = self.schedules[phase].apply(opt, step)  # a float: logged as the latest value
             total: dict[str, torch.Tensor] = {}
             for batch in micro_batches:
                 with acc.accumulate(self.model):
@@ -255,16 +257,20 @@ class Trainer(RunState):
                 step, micro = step + 1, 0
 
     # ------------------------------------------------------------------ metrics
-    def _collect(self, metrics: dict[str, torch.Tensor]) -> None:
+    def _collect(self, metrics: dict[str, torch.Tensor | float]) -> None:
+        """Device tensors are kept (averaged at the next log step, one host sync); floats keep their latest value."""
         for k, v in metrics.items():
-            self._metrics.setdefault(k, []).append(v.to(self.accelerator.device))
+            if torch.is_tensor(v):
+                self._metrics.setdefault(k, []).append(v.to(self.accelerator.device))
+            else:
+                self._latest[k] = v
 
     def _log(self, bar, steps_per_s: float) -> dict[str, float]:
         acc = self.accelerator
         keys = sorted(self._metrics)
         means = torch.stack([torch.stack(self._metrics[k]).mean() for k in keys]) if keys else torch.zeros(0)
         means = acc.reduce(means, reduction="mean") if acc.num_processes > 1 else means
-        values = dict(zip(keys, means.tolist()))  # one host sync per log step
+        values = {**dict(zip(keys, means.tolist())), **self._latest}  # one host sync per log step
         self._metrics.clear()
         values["samples_per_s"] = steps_per_s * self.global_batch
         if acc.is_main_process:
