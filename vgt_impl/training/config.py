@@ -254,11 +254,11 @@ class DataConfig:
 class RunConfig:
     """A whole run: the sections described in the module docstring."""
 
-    task: str = "ar"
-    loop: LoopConfig = field(default_factory=LoopConfig)
-    optim: dict[str, OptimConfig] = field(default_factory=lambda: {"main": OptimConfig()})
-    data: DataConfig = field(default_factory=DataConfig)
-    model: Any = None  # the task's config dataclass
+    task: str = "ar"  # the registered task: vgt train <task>
+    loop: LoopConfig = field(default_factory=LoopConfig)  # what the loop owns
+    optim: dict[str, OptimConfig] = field(default_factory=lambda: {"main": OptimConfig()})  # one per task phase
+    data: DataConfig = field(default_factory=DataConfig)  # images + captions, or a latent cache
+    model: Any = None  # the task's config dataclass (its `config_cls`)
 
 
 SECTIONS = ("task", "loop", "optim", "data", "model")
