@@ -51,8 +51,11 @@ def add_parsers(sub) -> None:
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    import os
+
+    main_process = os.environ.get("RANK", "0") == "0"  # other processes log warnings and errors only
+    logging.basicConfig(level=logging.INFO if main_process else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("accelerate", "torch", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
