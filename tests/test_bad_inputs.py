@@ -170,7 +170,7 @@ def test_overflowing_generation_is_an_error_not_a_nan_image(pipe):
     (torch.zeros(1, 3, 56, 56, dtype=torch.int32), TypeError, r"images has dtype torch.int32"),
     (torch.zeros(0, 3, 56, 56), ValueError, r"images is empty: shape \(0, 3, 56, 56\)"),
     (torch.zeros(1, 3, 0, 56), ValueError, r"images is empty: shape \(1, 3, 0, 56\)"),
-    (torch.zeros(1, 3, 20, 100), ValueError, r"images size 20x100 is not a multiple of 28: use height 28 and width 84 or 112"),
+    (torch.zeros(1, 3, 20, 100), ValueError, r"image size 20x100 is not a multiple of 28: use height 28 and width 84 or 112"),
     (np.zeros((1, 3, 56, 56), np.float32), TypeError, r"images must be a torch.Tensor \[B, 3, H, W\], got numpy.ndarray"),
 ])
 def test_vgt_ae_encode_input_contract(ae, images, error, match):

@@ -70,6 +70,8 @@ def test_generate_bad_values(q, capsys, nothing_loads, extra, match):
 def test_generate_bad_files(q, reference_dir, tmp_path, capsys, nothing_loads):
     ivl = reference_dir / "internvl3"
     assert "--ar nope.pth does not exist" in run(gen(q) + ["--ar", "nope.pth"], capsys)
+    line = run(["generate", "x", "--ar", q["ar"]], capsys)
+    assert "base_model is required (the base VLM folder with config.json and tokenizer files)" in line
     assert "is not a base model folder (no config.json)" in run(gen(q) + ["--base-model", tmp_path], capsys)
     line = run(gen(q) + ["--ae", ivl / "ae" / "vgt_ae_internvl3.pth"], capsys)
     assert "is the InternVL3 VGT-AE but --ar is a Qwen2.5-VL model: pick the Qwen2.5-VL VGT-AE" in line
@@ -172,7 +174,7 @@ def test_inspect_bad_files(tmp_path, capsys):
                                                        r"<= 4 \(4 tokens at --size 56\)"),
     (["bench", "--repeats", "0"], r"--repeats=0 is out of range"),
     (["bench", "--size", "30"], r"--size=30 is not a multiple of 28"),
-    (["bench", "--ar", "x.pth"], r"--ar needs --base-model"),
+    (["bench", "--ar", "x.pth"], r"--ar x.pth does not exist"),
     (["download"], r"name at least one model \(see vgt download --list\)"),
     (["download", "sd15"], r"unknown model 'sd15'"),
     (["frobnicate"], r"argument COMMAND: invalid choice: 'frobnicate'"),

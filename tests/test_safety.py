@@ -162,7 +162,8 @@ def test_tokenizer_of_the_other_family_is_refused(reference_dir, tmp_path, no_ne
     r = reference_dir / "internvl3"
     with pytest.raises(ValueError, match="encodes the image-start marker <img> to 2 pieces"):
         VGTPipeline.from_pretrained(r / "ar" / "iter_5000.pth", base_model=ivl_cfg_qwen_tok,
-                                    ae_base_model=r / "base" / "InternVL3-1B-tiny")
+                                    ae_base_model=r / "base" / "InternVL3-1B-tiny",
+                                    decoder_config=r / "base" / "dc-ae-f32c32-sana-1.1-diffusers-tiny")
 
 
 def test_tokenizer_vocabulary_must_fit_the_embedding_table(reference_dir):

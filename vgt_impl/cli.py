@@ -1,6 +1,7 @@
 """The ``vgt`` command: generate, reconstruct, inspect, convert, bench, download.
 
 Each subcommand is one small function registered in ``COMMANDS``; library code never prints, this module does.
+The training commands (train, cache-latents, bench-train) live in ``training/cli.py``.
 Every user error ends as one ``error: ...`` line on stderr with exit code 2 (never a traceback; ``VGT_DEBUG=1`` shows
 it), and everything that can be checked without loading a model is checked before loading one.
 """
@@ -162,13 +163,28 @@ def _output_paths(out: str, n: int) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------------------------------------- checks
+def _resolve_base(args, flag: str = "--ar", attr: str = "ar") -> None:
+    """--base-model defaults to the model folder given as --ar / --ae (training exports carry their base files)."""
+    from .loading import default_base, resolve_model_path
+
+    path = getattr(args, attr)
+    if path is not None and not Path(path).exists():
+        raise FileNotFoundError(f"{flag} {path} does not exist")
+    if path is not None:
+        args.base_model = str(default_base(f"{flag} {path}", args.base_model, resolve_model_path(path)[1]))
+    _base_folder(args.base_model, "--base-model")
+
+
 def _check_model_files(args) -> None:
     """Files and folders named on the command line exist; VGT-AR / VGT-AE / base folders pair up (no model built)."""
     from .checkpoints import peek, peek_family
-    from .loading import check_base_family, family_name
+    from .loading import check_base_family, family_name, resolve_model_path
 
+    args.ar = str(resolve_model_path(args.ar)[0])  # a model folder -> its weights file
     _existing_file(args.ar, "--ar")
-    _existing_file(args.ae, "--ae")
+    if args.ae is not None:
+        args.ae = str(resolve_model_path(args.ae)[0])
+        _existing_file(args.ae, "--ae")
     _base_folder(args.base_model, "--base-model")
     _base_folder(args.ae_base_model, "--ae-base-model")
     if args.decoder is not None:
@@ -296,11 +312,10 @@ def cmd_convert(args) -> int:
         ae_mapped, ae_dropped = fam.map_ae_state_dict(ae) if ae else ({}, {})
         out = dict(ar, **{"ae." + k: t for k, t in ae_mapped.items()})
         dropped = dict(dropped, **{"vgt_ae." + k: r for k, r in ae_dropped.items()})
-    from .config import LATENT_STRIDE
-
-    # Official checkpoints exist only for the stride-28 families (ViT patch 14 x merge 2).
     config = {"format": CONVERTED_FORMAT, "kind": v.kind, "family": v.family, "variant": v.to_dict(),
-              "latent_stride": LATENT_STRIDE, "source": Path(args.file).name, "state_dict": args.state_dict}
+              "source": Path(args.file).name, "state_dict": args.state_dict}
+    if fam.official_latent_stride is not None:  # otherwise the base folder's stride applies when it is loaded
+        config["latent_stride"] = fam.official_latent_stride
     path = save_converted(args.out, out, config)
     print(f"wrote {path} ({len(out)} tensors) and {path.with_suffix('.json')}")
     for group, reason in dropped.items():
@@ -320,7 +335,7 @@ def cmd_generate(args) -> int:
     from .backbones import latent_stride_of
     from .pipeline import load_tokenizer, tokenize_prompts
 
-    _base_folder(args.base_model, "--base-model")
+    _resolve_base(args)
     s = latent_stride_of(args.base_model)  # config.json only
     (height, width), names = _check_generate(args, s)
     device = _check_runtime(args)
@@ -353,8 +368,16 @@ def cmd_reconstruct(args) -> int:
     from .autoencoder import VGTAutoencoder, load_decoder_config
     from .backbones import get_family, latent_stride_of
     from .checkpoints import peek_family
-    from .loading import check_base_family
+    from .loading import ae_base_of, check_base_family, resolve_model_path
 
+    if not Path(args.ae).exists():
+        raise FileNotFoundError(f"--ae {args.ae} does not exist")
+    weights, folder = resolve_model_path(args.ae)
+    if args.base_model is None:
+        args.base_model = ae_base_of(folder)
+        if args.base_model is None:
+            raise UsageError(f"--ae {args.ae}: --base-model is required (the base VLM folder of its encoder), unless "
+                             f"--ae is a model folder that carries it")
     _base_folder(args.base_model, "--base-model")
     stride = latent_stride_of(args.base_model)
     outs = {}
@@ -366,9 +389,8 @@ def cmd_reconstruct(args) -> int:
         outs[path] = out
     _writable_dir(Path(args.out_dir), "--out-dir")
     device = _check_runtime(args)
-    _existing_file(args.ae, "--ae")
     load_decoder_config(args.decoder)
-    fam = peek_family(args.ae, want="ae")
+    fam = peek_family(weights, want="ae")
     check_base_family(fam, args.base_model, f"--ae {args.ae}",
                       fix=f"pass the base folder of its encoder ({get_family(fam).ae_base_model}) as --base-model")
     ae = VGTAutoencoder.from_pretrained(args.ae, base_model=args.base_model, decoder_config=args.decoder,
@@ -398,9 +420,8 @@ def cmd_bench(args) -> int:
                                                                                 "num_flow_steps": "--steps"})
     from .backbones import latent_stride_of
 
-    if args.ar and not args.base_model:
-        raise UsageError("--ar needs --base-model (the base VLM folder: config.json + tokenizer)")
-    _base_folder(args.base_model, "--base-model")
+    if args.ar:
+        _resolve_base(args)
     stride = latent_stride_of(args.base_model) if args.ar else 28  # random-weight models: the official layout
     tokens = check_size_px("--size", args.size, stride) ** 2
     check_int("--batch", args.batch, lo=1)
@@ -471,8 +492,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _model_args(p: argparse.ArgumentParser, ar_required: bool) -> None:
-    p.add_argument("--ar", required=ar_required, help="VGT-AR checkpoint (.pth or converted .safetensors)")
-    p.add_argument("--base-model", required=ar_required, help="base VLM folder (config.json + tokenizer)")
+    p.add_argument("--ar", required=ar_required, help="VGT-AR checkpoint (.pth or converted .safetensors), or a model "
+                                                      "folder")
+    p.add_argument("--base-model", help="base VLM folder (config.json + tokenizer; default: the --ar model folder)")
     p.add_argument("--ae", help="VGT-AE checkpoint (default: the one embedded in the AR checkpoint)")
     p.add_argument("--ae-base-model", help="base VLM folder of the VGT-AE encoder (InternVL3: the 1B model; "
                                            "default: --base-model)")
@@ -518,8 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reconstruct", help="image -> VGT-AE -> image", description="image -> VGT-AE -> image")
     p.add_argument("images", nargs="+", help="input image files")
-    p.add_argument("--ae", required=True, help="VGT-AE checkpoint (or a VGT-AR checkpoint embedding one)")
-    p.add_argument("--base-model", required=True, help="base VLM folder of the encoder (config.json)")
+    p.add_argument("--ae", required=True, help="VGT-AE checkpoint (or a VGT-AR checkpoint embedding one), or a model "
+                                               "folder")
+    p.add_argument("--base-model", help="base VLM folder of the encoder (config.json; default: the --ae model folder)")
     p.add_argument("--decoder", help="DC-AE folder or config.json (default: built-in f32c32 config)")
     p.add_argument("--dtype", choices=sorted(DTYPES), help="weight dtype (default: bf16 on GPUs, fp32 on the CPU)")
     p.add_argument("--device", help="e.g. cuda:0, mps, cpu (default: the available accelerator)")
@@ -562,6 +585,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-base", action="store_true", help="skip the base config/tokenizer folders")
     p.add_argument("--list", action="store_true", help="list the known models and exit")
     p.set_defaults(func=cmd_download)
+
+    from .training.cli import add_parsers  # vgt train / cache-latents / bench-train (imports nothing heavy)
+
+    add_parsers(sub)
     return parser
 
 
@@ -579,8 +606,18 @@ def _one_line(e: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if getattr(args, "accepts_overrides", False):  # training commands: trailing key=value overrides
+            from .training.cli import split_overrides
+
+            try:
+                args.overrides = split_overrides(extra)
+            except argparse.ArgumentTypeError as e:
+                parser.error(str(e))
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as e:  # --help, --version, usage errors (already printed)
         return int(e.code or 0)
     try:

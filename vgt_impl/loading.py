@@ -39,20 +39,29 @@ def check_base_family(family: str, base_model: str | Path, what: str, fix: str |
         )
 
 
-def check_layer_count(family: str, text_config: Any, num_layers: int, what: str) -> None:
-    """The checkpoint keeps exactly the LLM layers its family's layer_ratio says (a truncated file would otherwise
-    load silently as a smaller model)."""
-    ratio = get_family(family).layer_ratio
+def check_layer_count(family: str, text_config: Any, num_layers: int, what: str, *, official: bool = True,
+                      stored: int | None = None) -> None:
+    """The checkpoint holds every LLM layer it should (layers are counted from the keys, so a file missing its last
+    layers would otherwise load silently as a smaller model): for an official checkpoint, the base model's layers x
+    its family's layer_ratio; for a converted or trained one, the count its JSON config recorded; never more than the
+    base model has."""
     full = int(getattr(text_config, "num_hidden_layers", 0) or 0)
-    if ratio is None or not full:
-        return
-    expected = int(full * ratio)
-    if num_layers != expected:
+    ratio = get_family(family).layer_ratio
+    if official and ratio is not None and full:
+        expected, why = int(full * ratio), f"on this base model ({full} layers, layer_ratio {ratio:g})"
+    elif stored is not None:
+        expected, why = int(stored), "according to its JSON config"
+    else:
+        expected, why = None, ""
+    if expected is not None and num_layers != expected:
         raise ValueError(
-            f"{what} has {num_layers} LLM layers but a VGT-{display_name(family)} model on this base model "
-            f"({full} layers, layer_ratio {ratio:g}) has {expected}: the checkpoint is truncated or incomplete "
-            f"(re-download it), or the base model folder is not the one it was trained on"
+            f"{what} has {num_layers} LLM layers but a VGT-{display_name(family)} model {why} has {expected}: the "
+            f"checkpoint is truncated or incomplete (re-download it), or the base model folder is not the one it was "
+            f"trained on"
         )
+    if full and num_layers > full:
+        raise ValueError(f"{what} has {num_layers} LLM layers but the base model has only {full}: pick the base model "
+                         f"it was trained on")
 
 
 def check_stride(base_stride: int, stored: int | None, path: str | Path, base_model: str | Path) -> int:
@@ -101,7 +110,8 @@ def load_ar_model(
     stride = check_stride(fam.latent_stride(base_cfg), stored.get("latent_stride"), path, base_model)
     mapped, ae_sd, dropped = map_ar_state_dict(sd, family)
     shapes = {k: tuple(v.shape) for k, v in mapped.items()}
-    check_layer_count(family, base_cfg.text_config, count_layers(mapped), str(path))
+    check_layer_count(family, base_cfg.text_config, count_layers(mapped), str(path), official=info.kind == "ar",
+                      stored=(stored.get("variant") or {}).get("llm_layers"))
     cfg = ar_config_from_shapes(family, base_cfg.text_config, shapes, count_layers(mapped), latent_stride=stride)
     if before_build is not None:
         before_build(family, info, ae_sd)
@@ -128,3 +138,55 @@ def load_embedded_ae(
     return VGTAutoencoder.from_state_dict(
         ae_sd, base_model=base_model, decoder_config=decoder_config, dtype=dtype, device=device
     )
+
+
+MODEL_FILE = "model.safetensors"  # the weights file of a model folder (written by training exports)
+AE_BASE_DIR = "ae_base"  # a model folder's sub-folder with the VGT-AE encoder's base config, when it differs
+
+
+def resolve_model_path(path: str | Path) -> tuple[Path, Path | None]:
+    """A checkpoint file or a model folder -> (weights file, the model folder when there is one).
+
+    A model folder holds ``model.safetensors`` (our converted layout) beside the base VLM's ``config.json`` and
+    tokenizer files, so it is its own base model; a converted file inside such a folder counts as well.
+    """
+    from .checkpoints import converted_config
+
+    path = Path(path)
+    if path.is_dir():
+        weights = path / MODEL_FILE
+        if not weights.is_file():
+            raise FileNotFoundError(f"{path} is a folder without {MODEL_FILE}: give a checkpoint file or a model folder")
+        return weights, path
+    if path.suffix.lower() == ".safetensors" and path.is_file() and (path.parent / "config.json").is_file():
+        if converted_config(path) is not None:
+            return path, path.parent
+    return path, None
+
+
+def default_base(what: str, given: str | Path | None, folder: Path | None) -> Path:
+    """``base_model`` if given, else the model folder; a clear error when neither."""
+    if given is not None:
+        return Path(given)
+    if folder is not None:
+        return folder
+    raise ValueError(f"{what}: base_model is required (the base VLM folder with config.json and tokenizer files), "
+                     f"unless the checkpoint is a model folder that carries them")
+
+
+def ae_base_of(folder: Path | None) -> Path | None:
+    """The base folder of a model folder's VGT-AE encoder: ``ae_base/`` when present, else the folder itself."""
+    if folder is None:
+        return None
+    sub = folder / AE_BASE_DIR
+    return sub if (sub / "config.json").is_file() else folder
+
+
+def stored_decoder_config(path: str | Path) -> dict[str, Any] | None:
+    """The DC-AE decoder config a converted checkpoint carries in its JSON config, if any."""
+    from .checkpoints import converted_config
+
+    cfg = converted_config(path) if Path(path).suffix == ".safetensors" else None
+    if not cfg:
+        return None
+    return (cfg.get("ae") or {}).get("decoder_config") or cfg.get("decoder_config")

@@ -147,7 +147,7 @@ class VGTPipeline:
         ar_checkpoint: str | Path,
         *,
         ae: Any = None,
-        base_model: str | Path,
+        base_model: str | Path | None = None,
         ae_base_model: str | Path | None = None,
         decoder_config: Any = None,
         dtype: torch.dtype | None = None,
@@ -155,12 +155,14 @@ class VGTPipeline:
         attn_implementation: str = "sdpa",
         prefer_ema: bool = True,
     ) -> VGTPipeline:
-        """Load an official VGT-AR checkpoint (or a converted one) on top of the base VLM folder.
+        """Load an official VGT-AR checkpoint (or a converted one, or a model folder) on top of the base VLM folder.
 
-        ``base_model`` supplies the config and the tokenizer; every weight comes from the checkpoint. ``ae``: a loaded
-        VGTAutoencoder, a VGT-AE checkpoint path (loaded on ``ae_base_model``), or None for the VGT-AE embedded in
-        the AR checkpoint (``ae_base_model`` = the VLM folder its encoder came from, needed for InternVL3 whose AE
-        uses the 1B model; defaults to ``base_model``).
+        ``base_model`` supplies the config and the tokenizer; every weight comes from the checkpoint. A model folder
+        (``model.safetensors`` beside the base's config and tokenizer files, as training exports) is its own base
+        model. ``ae``: a loaded VGTAutoencoder, a VGT-AE checkpoint path (loaded on ``ae_base_model``), or None for
+        the VGT-AE embedded in the AR checkpoint (``ae_base_model`` = the VLM folder its encoder came from, needed for
+        InternVL3 whose AE uses the 1B model; defaults to ``base_model``), with the decoder config stored in the
+        checkpoint when ``decoder_config`` is not given.
 
         Everything cheap is checked before any network is built: device, dtype, attention kernel, the checkpoint's
         variant against the base model, the VGT-AE's family, the decoder config and the tokenizer (files present,
@@ -168,38 +170,48 @@ class VGTPipeline:
         """
         from .autoencoder import VGTAutoencoder, _check_runtime, check_decoder_fits, load_decoder_config
         from .backbones import detect_family_from_dir
-        from .loading import load_ar_model, load_embedded_ae
+        from .loading import (
+            ae_base_of,
+            default_base,
+            load_ar_model,
+            load_embedded_ae,
+            resolve_model_path,
+            stored_decoder_config,
+        )
 
         device = check_device(device if device is not None else "cpu")
         dtype, _ = _check_runtime(dtype or default_dtype(device), device, attn_implementation)
-        for folder in (base_model, ae_base_model):  # config.json present and supported, before the checkpoint is read
-            if folder is not None:
-                detect_family_from_dir(folder)
         if ae is not None and not isinstance(ae, (VGTAutoencoder, str, Path)):
             raise TypeError(f"ae must be a VGTAutoencoder, a VGT-AE checkpoint path or None, got {type(ae).__name__}")
+        weights, folder = resolve_model_path(ar_checkpoint)
+        base_model = default_base(str(ar_checkpoint), base_model, folder)
+        for base in (base_model, ae_base_model):  # config.json present and supported, before the checkpoint is read
+            if base is not None:
+                detect_family_from_dir(base)
+        embedded_base = ae_base_model or (ae_base_of(folder) if folder == base_model else None) or base_model
+        embedded_decoder = decoder_config if decoder_config is not None else stored_decoder_config(weights)
         found: dict[str, Any] = {}
 
         def before_build(family: str, info: Any, ae_sd: dict) -> None:
-            _check_ae_choice(ae, family, info, ar_checkpoint, ae_base_model or base_model)
+            ae_base = embedded_base if ae is None else ae_base_model or base_model
+            _check_ae_choice(ae, family, info, ar_checkpoint, ae_base)
             if not isinstance(ae, VGTAutoencoder):
-                dec = load_decoder_config(decoder_config)
+                dec = load_decoder_config(embedded_decoder if ae is None else decoder_config)
                 if ae is None and ae_sd:
                     check_decoder_fits(dec, lambda k: tuple(ae_sd[k].shape) if k in ae_sd else None,
                                        f"the VGT-AE embedded in {ar_checkpoint}")
             found["tokenizer"] = load_tokenizer(base_model, family, vocab_size=info.vocab_size)
 
         ar, extras = load_ar_model(
-            ar_checkpoint, base_model=base_model, dtype=dtype, device=device,
+            weights, base_model=base_model, dtype=dtype, device=device,
             attn_implementation=attn_implementation, prefer_ema=prefer_ema, before_build=before_build,
         )
         if isinstance(ae, (str, Path)):
             ae = VGTAutoencoder.from_pretrained(ae, base_model=ae_base_model or base_model, decoder_config=decoder_config,
                                                 dtype=dtype, device=device, attn_implementation=attn_implementation)
         elif ae is None and extras.get("ae_state_dict"):
-            ae = load_embedded_ae(
-                extras["ae_state_dict"], family=ar.family, base_model=ae_base_model or base_model,
-                decoder_config=decoder_config, dtype=dtype, device=device,
-            )
+            ae = load_embedded_ae(extras["ae_state_dict"], family=ar.family, base_model=embedded_base,
+                                  decoder_config=embedded_decoder, dtype=dtype, device=device)
         return cls(ar, found["tokenizer"], ae)
 
     def to(self, device=None, dtype=None) -> VGTPipeline:

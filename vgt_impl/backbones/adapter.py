@@ -78,6 +78,8 @@ class FamilyAdapter(ABC):
     # LLM layers a VGT-AR checkpoint keeps: int(base layers x layer_ratio); None = not checked.
     layer_ratio: ClassVar[float | None] = None
     ae_base_model: ClassVar[str] = "its base model folder"  # the VGT-AE encoder's base folder, for messages
+    # Latent stride of the official VGT checkpoints of this family (None: no official checkpoint exists).
+    official_latent_stride: ClassVar[int | None] = None
 
     # ------------------------------------------------------------------ base folder
     @abstractmethod

@@ -133,6 +133,7 @@ class InternVL3(FamilyAdapter):
     image_start_pieces = "one"
     layer_ratio = 1.0  # the AR model keeps every LLM layer of the base model
     ae_base_model = "InternVL3-1B"
+    official_latent_stride = 28  # ViT patch 14 x 2x2 merge (the released checkpoints)
 
     # ------------------------------------------------------------------ base folder
     def load_base_config(self, base_dir: str | Path) -> BaseConfig:

@@ -51,6 +51,7 @@ class Qwen25VL(FamilyAdapter):
     image_start_pieces = "several"  # the tokenizer has no <img> token: a tokenizer that has one is not the base's
     layer_ratio = 0.5  # the AR model keeps the first half of the base model's LLM layers (18 of 36)
     ae_base_model = "Qwen2.5-VL-3B-Instruct"
+    official_latent_stride = 28  # ViT patch 14 x 2x2 merge (the released checkpoints)
 
     # ------------------------------------------------------------------ base folder
     def load_base_config(self, base_dir: str | Path) -> BaseConfig:
