@@ -35,6 +35,11 @@ def _edit(model, positive, negative, samples, gen_mask, **kw) -> dict:
         raise ValueError(f"samples have {s} px per token but the model makes {model.latent_stride}: encode the "
                          f"image with the model's own VGT-AE")
     b, _, h, w = z.shape
+    mh, mw = model.pipe.max_latent_size
+    if h > mh or w > mw:  # the sizes come from the samples here, not from a width/height input of this node
+        raise ValueError(f"samples are {h}x{w} tokens ({h * s}x{w * s} px) but the model's query grid is at most "
+                         f"{mh}x{mw} tokens ({mh * s}x{mw * s} px): encode a smaller image or pad less in VGT "
+                         f"Outpaint Pad")
     if gen_mask.shape[0] not in (1, b):
         raise ValueError(f"mask batch {gen_mask.shape[0]} does not match the {b} latents: give 1 mask or {b}")
     gen_mask = gen_mask.expand(b, h, w)

@@ -159,3 +159,14 @@ def test_cli_and_node_default_acc_ratio_agree(comfy_folders):
 
     node_default = NODES["VGTQueryARSampler"].INPUT_TYPES()["required"]["parallel_tokens"][1]["default"]
     assert build_parser().parse_args(["generate", "x", "--ar", "a", "--base-model", "b"]).acc_ratio == node_default
+
+
+def test_editing_beyond_the_query_grid_names_the_samples(loaded):
+    """The editing nodes have no width/height input: the error speaks of the samples (e.g. after Outpaint Pad)."""
+    model, ae, pos = loaded
+    latent = NODES["VGTAEEncode"]().encode(ae, torch.rand(1, 56, 56, 3), "error")[0]
+    padded, mask = NODES["VGTOutpaintPad"]().pad(latent, 28 * 8, 0, 0, 0)  # 2 + 8 > the tiny model's 8 tokens
+    with pytest.raises(ValueError, match=r"^samples are 2x10 tokens \(56x280 px\) but the model's query grid is at "
+                                         r"most 8x8 tokens"):
+        NODES["VGTInpaint"]().inpaint(model, pos, padded, mask, mask_rule="any", threshold=0.5, grow_tokens=0,
+                                      **dict(wf.SAMPLING, steps=2))
