@@ -17,18 +17,6 @@ Q_BASE = "qwen25vl/base/Qwen2.5-VL-3B-Instruct-tiny"
 Q_DCAE = "qwen25vl/base/dc-ae-f32c32-sana-1.1-diffusers-tiny"
 
 
-@pytest.fixture()
-def no_network_build(monkeypatch):
-    import vgt_impl.autoencoder as autoencoder
-    import vgt_impl.loading as loading
-
-    def refuse(*a, **k):
-        raise AssertionError("a network was built before the inputs were checked")
-
-    monkeypatch.setattr(loading, "VGTARModel", refuse)
-    monkeypatch.setattr(autoencoder.VGTAutoencoder, "__init__", refuse)
-
-
 def _qwen(reference_dir, ar=None, **kw):
     r = reference_dir
     args = dict(base_model=r / Q_BASE, decoder_config=r / Q_DCAE)

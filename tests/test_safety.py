@@ -109,19 +109,6 @@ def _base_copy(src: Path, dst: Path, keep_tokenizer: tuple[str, ...] = TOKENIZER
     return dst
 
 
-@pytest.fixture()
-def no_network_build(monkeypatch):
-    """Fail the test if any VGT network gets built (the checks must come first)."""
-    import vgt_impl.autoencoder as autoencoder
-    import vgt_impl.loading as loading
-
-    def refuse(*a, **k):
-        raise AssertionError("a network was built before the tokenizer was checked")
-
-    monkeypatch.setattr(loading, "VGTARModel", refuse)
-    monkeypatch.setattr(autoencoder.VGTAutoencoder, "__init__", refuse)
-
-
 def _load_qwen(reference_dir, base):
     q = reference_dir / "qwen25vl"
     return VGTPipeline.from_pretrained(q / "ar" / "iter_5000.pth", base_model=base,
