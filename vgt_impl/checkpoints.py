@@ -379,7 +379,10 @@ def _detect_ar(keys, shape, converted: bool) -> VariantInfo:
 
 
 def peek(path: str | Path) -> VariantInfo:
-    """What a checkpoint file is (kind, family, sizes) from its keys and shapes, without building anything."""
+    """What a checkpoint file (or model folder) is (kind, family, sizes) from its keys and shapes, building nothing."""
+    from .loading import resolve_model_path
+
+    path = resolve_model_path(path)[0]
     sd = load_checkpoint_file(path)
     info = detect_variant(sd)
     if info.family in ("unknown", None):
