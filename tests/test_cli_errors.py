@@ -159,6 +159,12 @@ def test_inspect_names_converted_ema_weights(q, tmp_path, capsys):
     assert main(["convert", str(q["ar"]), "--state-dict", "raw", "--out", str(tmp_path / "r.safetensors")]) == 0
     assert main(["inspect", str(tmp_path / "r.safetensors")]) == 0
     assert "weights:   raw (state_dict), converted from iter_5000.pth" in capsys.readouterr().out
+    from vgt_impl.checkpoints import load_checkpoint_file, save_converted
+
+    save_converted(tmp_path / "t.safetensors", load_checkpoint_file(q["ae"]),
+                   {"format": "comfyui-vgt/1", "kind": "ae", "family": "qwen2_5_vl", "source": "vgt train ae"})
+    assert main(["inspect", str(tmp_path / "t.safetensors")]) == 0
+    assert "weights:   as stored, written from vgt train ae" in capsys.readouterr().out  # a training export
 
 
 def test_inspect_bad_files(tmp_path, capsys):

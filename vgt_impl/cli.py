@@ -251,8 +251,8 @@ def cmd_inspect(args) -> int:
         v.family = cfg.get("family", v.family)
     source = info.get("source")
     if cfg.get("format") == "comfyui-vgt/1":  # a converted file keeps the choice made at conversion
-        source = {"ema": "EMA (ema_state_dict)", "raw": "raw (state_dict)"}.get(cfg.get("state_dict"), source)
-        source += f", converted from {cfg.get('source', '?')}"
+        source = {"ema": "EMA (ema_state_dict)", "raw": "raw (state_dict)"}.get(cfg.get("state_dict"), "as stored")
+        source += f", {'converted' if cfg.get('state_dict') else 'written'} from {cfg.get('source', '?')}"
     elif source == "raw":
         source = "plain state dict"
     print(f"file:      {args.file}")
