@@ -1,4 +1,4 @@
-"""The ``vgt`` command: generate, reconstruct, inspect, convert, bench.
+"""The ``vgt`` command: generate, reconstruct, inspect, convert, bench, download, demo, eval.
 
 Each subcommand is one small function registered in ``COMMANDS``; library code never prints, this module does.
 """
@@ -322,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-base", action="store_true", help="skip the base config/tokenizer folders")
     p.add_argument("--list", action="store_true")
     p.set_defaults(func=cmd_download)
+
+    from .demo.commands import add_commands  # demo (world, check-detector) and eval
+
+    add_commands(sub, _model_args)
     return parser
 
 
