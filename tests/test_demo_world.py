@@ -14,12 +14,14 @@ from vgt_impl.cli import main
 from vgt_impl.demo import (
     BACKGROUND_COLORS,
     OBJECT_COLORS,
+    QA,
     QA_KINDS,
     RELATIONS,
     SHAPES,
     SIZES,
     ObjectSpec,
     Scene,
+    answer_accuracy,
     caption,
     make_scene,
     questions,
@@ -270,6 +272,15 @@ def test_answers_are_true(scenes):
     assert set(kinds) == set(QA_KINDS)
     for kind in ("exist", "position"):  # yes/no kinds are balanced
         assert 0.35 < yes[kind, "yes"] / (yes[kind, "yes"] + yes[kind, "no"]) < 0.65
+
+
+def test_answer_accuracy_per_kind():
+    pairs = [QA("how many stars are there?", "two", "count"), QA("what color is the ring?", "red", "color"),
+             QA("is there a star?", "yes", "exist"), QA("what shape is the red object?", "ring", "shape")]
+    acc = answer_accuracy(pairs, [" 2.", "Red", "no", "a ring"])
+    assert acc == {"count": 1.0, "color": 1.0, "exist": 0.0, "shape": 1.0, "all": 0.75}
+    with pytest.raises(ValueError, match="one answer per question"):
+        answer_accuracy(pairs, ["two"])
 
 
 # ---------------------------------------------------------------------------------------------------------- dataset

@@ -5,7 +5,7 @@
 Everything here is numpy + PIL (torch only where images meet a generator) and needs no network.
 """
 
-from .captions import QA, QA_KINDS, caption, questions
+from .captions import QA, QA_KINDS, answer_accuracy, caption, questions
 from .dataset import read_manifest, scene_record, write_dataset
 from .detector import Detection, detect
 from .geneval import (
@@ -29,7 +29,7 @@ from .world import KIND_WEIGHTS, ObjectSpec, make_scene, sample_scene
 
 __all__ = [
     "BACKGROUND_COLORS", "CATEGORIES", "KIND_WEIGHTS", "OBJECT_COLORS", "QA", "QA_KINDS", "RELATIONS", "SHAPES", "SIZES",
-    "Background", "Detection", "EvalReport", "ObjectSpec", "OracleGenerator", "PromptSpec", "Scene", "SceneObject",
+    "Background", "Detection", "answer_accuracy", "EvalReport", "ObjectSpec", "OracleGenerator", "PromptSpec", "Scene", "SceneObject",
     "caption", "detect", "evaluate", "limit_per_category", "make_grid", "make_scene", "noise_generator",
     "pipeline_generator", "prompt_set", "questions", "read_manifest", "relations", "render", "render_array",
     "sample_scene", "scene_for_spec", "scene_record", "score", "write_dataset",

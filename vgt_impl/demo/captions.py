@@ -224,3 +224,22 @@ def _size_qa(scene: Scene, rng) -> list[QA]:
     idx = _unique(scene, "color")
     return [QA(f"is {describe(scene.objects[i], 'color', True)} small or large?", scene.objects[i].size, "size")
             for i in idx]
+
+
+def normalise_answer(text: str) -> str:
+    """A model's answer in the QA vocabulary: lower case, no surrounding punctuation, digits as number words."""
+    t = text.strip().lower().strip(" .!?,;:'\"")
+    t = t[2:] if t.startswith(("a ", "an ")) and t.split(" ", 1)[1] in SHAPES else t
+    return NUMBER_WORDS[int(t)] if t.isdigit() and int(t) < len(NUMBER_WORDS) else t
+
+
+def answer_accuracy(pairs: list[QA], predictions: list[str]) -> dict[str, float]:
+    """Exact-match accuracy of predicted answers per QA kind (after normalise_answer), plus "all"."""
+    if len(pairs) != len(predictions):
+        raise ValueError(f"{len(predictions)} predictions for {len(pairs)} questions: give one answer per question")
+    hits: dict[str, list[bool]] = {}
+    for qa, pred in zip(pairs, predictions):
+        ok = normalise_answer(pred) == qa.answer
+        hits.setdefault(qa.kind, []).append(ok)
+        hits.setdefault("all", []).append(ok)
+    return {k: sum(v) / len(v) for k, v in hits.items()}
