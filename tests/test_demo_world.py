@@ -298,6 +298,11 @@ def test_dataset_writer(tmp_path):
         for text in r["captions"]:
             _check_caption(text, scene)
         assert all(_answer(q["question"], scene) == q["answer"] for q in r["qa"])
+    from vgt_impl.training.data import load_records  # the training loaders read both layouts
+
+    for source in (out / "images", out / "manifest.jsonl"):
+        recs = sorted(load_records([str(source)]), key=lambda r: r.path)
+        assert [(r.path, r.caption) for r in recs] == [(r["image"], r["caption"]) for r in rows]
     alone, _ = scene_record(5, 7)  # any index rebuilds alone, identically
     assert {**alone, "image": rows[7]["image"]} == rows[7]
     assert main(["demo", "world", "--out", str(out), "--n", "3"]) == 2  # an existing dataset is never overwritten

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -124,7 +125,7 @@ def _generator(args, specs):
     if args.generator == "oracle":
         return OracleGenerator(specs), "oracle (rendered ground truth)"
     if args.generator == "noise":
-        return noise_generator, "noise images"
+        return functools.partial(noise_generator, size=args.size), "noise images"
     if args.ar is None:
         if DEFAULT_MODEL is None:
             raise ValueError("no model to evaluate: give --ar and --base-model (or --generator oracle|noise)")
@@ -190,3 +191,6 @@ def check_args(args: argparse.Namespace) -> None:
         value = getattr(args, name, None)
         if value is not None and value < (0 if name == "qa_per_kind" else 1):
             raise ValueError(f"--{name.replace('_', '-')} {value} must be at least {0 if name == 'qa_per_kind' else 1}")
+    size = getattr(args, "size", None)
+    if size is not None and (size < 28 or size % 28):
+        raise ValueError(f"--size {size} is not a multiple of 28: use {max(28, size // 28 * 28)} or {(size // 28 + 1) * 28}")

@@ -194,7 +194,8 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     """[B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3] (the CLI's rounding: 127.5 x + 128, clamped)."""
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"a generator must return images [B, 3, H, W], got shape {tuple(images.shape)}")
-    return (images.detach().float().cpu() * 127.5 + 128.0).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    x = images.detach().to(device="cpu", dtype=torch.float32).numpy()
+    return np.clip(x * 127.5 + 128.0, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
 
 
 def evaluate(generator: Generator, specs: Sequence[PromptSpec], *, images_per_prompt: int = 4, batch_size: int = 8,
@@ -247,10 +248,9 @@ class OracleGenerator:
                 raise KeyError(f"the oracle knows no spec for prompt {p!r}")
             rng = np.random.default_rng([s, 1])
             img = render_array(scene_for_spec(self.by_prompt[p], rng))
-            if self.degradation is not None:
-                img = self.degradation(img, rng)
-            out.append(torch.from_numpy(img.copy()).permute(2, 0, 1).float() / 127.5 - 1.0)
-        return torch.stack(out)
+            out.append(img if self.degradation is None else self.degradation(img, rng))
+        batch = np.stack(out).transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0  # [B, 3, H, W]
+        return torch.from_numpy(batch)
 
 
 def noise_generator(prompts: list[str], seeds: list[int], size: int = 224) -> torch.Tensor:
