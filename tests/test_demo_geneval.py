@@ -112,6 +112,9 @@ def test_prompt_set_is_fixed_and_follows_geneval(specs):
                                                                                                      "four")
     pos = by_tag["position"][0]
     assert pos.include[1]["position"][1] == 0 and pos.prompt.split()[-1] == pos.include[0]["class"]
+    first4 = {t: [s for s in specs if s.tag == t][:4] for t in ("counting", "position")}
+    assert {s.include[1]["position"][0] for s in first4["position"]} == {"left of", "right of", "above", "below"}
+    assert {s.include[0]["count"] for s in first4["counting"][:3]} == {2, 3, 4}
     sub = limit_per_category(specs, 2)
     assert len(sub) == 12 and sub == [s for t in CATEGORIES for s in by_tag[t][:2]]
     with pytest.raises(ValueError, match="limit"):

@@ -263,7 +263,7 @@ def test_answers_are_true(scenes):
     rng = np.random.default_rng(1)
     kinds, yes = Counter(), Counter()
     for s in scenes:
-        qa = questions(s, rng, per_kind=2)
+        qa = questions(s, rng, per_kind=4)
         assert len({q.question for q in qa}) == len(qa)  # no repeats
         for q in qa:
             assert q.kind in QA_KINDS and _answer(q.question, s) == q.answer, (q, s)

@@ -153,7 +153,8 @@ def questions(scene: Scene, rng: np.random.Generator, per_kind: int = 2) -> list
 
 
 def _pick(cands: list[QA], k: int, rng: np.random.Generator) -> list[QA]:
-    """k candidates at random, alternating yes and no answers when both exist."""
+    """k distinct candidates at random, alternating yes and no answers when both exist."""
+    cands = list({q.question: q for q in cands}.values())
     yes = [q for q in cands if q.answer == "yes"]
     no = [q for q in cands if q.answer == "no"]
     if yes and no:

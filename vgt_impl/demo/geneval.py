@@ -74,16 +74,34 @@ def _candidates(tag: str) -> list[PromptSpec]:
 
 
 def prompt_set(per_category: int = 24, seed: int = PROMPT_SEED) -> list[PromptSpec]:
-    """The fixed evaluation prompts: up to ``per_category`` per category, a seeded sample in a seeded order.
-
-    Taking the first k of each category (``limit``) gives a stable subset.
+    """The fixed evaluation prompts: up to ``per_category`` per category, a seeded sample in a seeded order that cycles
+    through counts, colours and relations, so the first k of each category (``limit``) is a stable, balanced subset.
     """
     rng = np.random.default_rng(seed)
     out = []
     for tag in CATEGORIES:
         cands = _candidates(tag)
-        out.extend(cands[i] for i in rng.permutation(len(cands))[:per_category])
+        out.extend(_round_robin([cands[i] for i in rng.permutation(len(cands))[:per_category]], BALANCE.get(tag)))
     return out
+
+
+# What a small subset of a category should cycle through: every relation, count and colour early on.
+BALANCE: dict[str, Callable[[PromptSpec], object]] = {
+    "counting": lambda s: s.include[0]["count"],
+    "colors": lambda s: s.include[0]["color"],
+    "position": lambda s: s.include[1]["position"][0],
+}
+
+
+def _round_robin(specs: list[PromptSpec], key: Callable[[PromptSpec], object] | None) -> list[PromptSpec]:
+    """Reorder so that consecutive prompts take turns over the values of ``key`` (order within a value kept)."""
+    if key is None:
+        return specs
+    groups: dict[object, list[PromptSpec]] = {}
+    for s in specs:
+        groups.setdefault(key(s), []).append(s)
+    lanes = list(groups.values())
+    return [lane[i] for i in range(max(len(lane) for lane in lanes)) for lane in lanes if i < len(lane)]
 
 
 def limit_per_category(specs: Sequence[PromptSpec], limit: int | None) -> list[PromptSpec]:
