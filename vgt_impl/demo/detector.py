@@ -1,14 +1,14 @@
 """A programmatic detector for the small world (no learned model): colour segmentation, connected components, geometry.
 
-1. Every pixel gets a palette class from a lookup table over 6-bit RGB: background when its CIELAB chroma is low (or
-   only a little higher and nearer a background colour than any object colour: a tinted background); an object colour
-   when that is the nearest one within ``COLOR_TOLERANCE``; otherwise nothing.
-2. Object pixels (any colour) form 8-connected components, so the blended fringe around an object joins it; each
-   component takes the majority colour of its pixels, and is split by colour when a second colour holds a large share
-   (two touching objects).
+1. The image is box-filtered (3 x 3, against noise) and every pixel gets a palette class from a lookup table over 5-bit
+   RGB: background when its CIELAB chroma is low (or only a little higher and nearer a background colour than any object
+   colour: a tinted background); the nearest object colour when that is within ``COLOR_TOLERANCE``; otherwise nothing.
+2. Object pixels (any colour) form 8-connected components, so the blended fringe around an object joins it. A component
+   takes the majority colour of its core (its fringe peeled off) and is split by colour when a second colour holds a
+   large share of the core (two touching objects).
 3. Each component's geometry (fill of its box, solidity against its convex hull, fill at its centre for rings, where its
-   widest rows are, width of its top rows) picks the nearest shape prototype; prototypes are measured on clean renders
-   of each shape. Components too small, too large or fitting no prototype are dropped.
+   widest rows are, width of its top rows) picks the nearest shape prototype; prototypes are measured on renders of each
+   shape, sharp and blurred. Components too small, too large or fitting no prototype are dropped. Size: the box side.
 
 Images of any size are resized to the world's 224 px canvas first.
 """
@@ -26,10 +26,10 @@ from .components import label_components
 from .palette import BACKGROUND_COLORS, OBJECT_COLORS, SHAPES, SIZES, chroma, colour_distance, srgb_to_lab
 
 CANVAS = 224
-CHROMA_MIN = 20.0  # below this CIELAB chroma a pixel is background (object colours have >= 41, backgrounds <= 12)
+CHROMA_MIN = 20.0  # below this CIELAB chroma a pixel is background (object colours have >= 43, backgrounds <= 12)
 TINT_MAX = 28.0  # up to this chroma, a pixel nearer a background colour than any object colour is background too
 COLOR_TOLERANCE = 55.0  # farther than this from every object colour (weighted CIELAB) -> not an object pixel
-MIN_AREA = 200  # px; the smallest object (a small star) covers about 800
+MIN_AREA = 200  # px; the smallest object (a small star, box 39 px) covers about 720
 MAX_SIDE = 110  # px; the largest object's box is 73
 SPLIT_SHARE = 0.3  # a second colour with at least this share of a component's core splits it
 CORE_EROSION = 2  # px peeled off a component before its colours are counted (the blended fringe)
@@ -110,7 +110,9 @@ def _hull_area(left: np.ndarray, right: np.ndarray, ys: np.ndarray) -> float:
 
 
 def shape_features(mask: np.ndarray) -> np.ndarray:
-    """Geometry of one component cropped to its box (bool [h, w]) -> the FEATURES vector."""
+    """Geometry of one component cropped to its box (bool [h, w]) -> the FEATURES vector (measured after an opening,
+    so specks and spurs glued on by noise do not count; the component's box and area stay the raw ones)."""
+    mask = opening(mask)[0]
     h, w = mask.shape
     area = float(mask.sum())
     occupied = mask.any(1)
@@ -173,6 +175,25 @@ def components(classes: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, int, i
         mask = labels[y0:y1, x0:x1] == k
         out.append((mask, np.where(mask, classes[y0:y1, x0:x1], 0), x0, y0))
     return out
+
+
+def _square3(mask: np.ndarray, grow: bool) -> np.ndarray:
+    """Dilation (grow) or erosion by a 3x3 square, separably; outside the array counts as empty."""
+    op = np.logical_or if grow else np.logical_and
+    p = np.pad(mask, 1)
+    rows = op(op(p[:, :-2], p[:, 1:-1]), p[:, 2:])  # [h + 2, w]
+    return op(op(rows[:-2], rows[1:-1]), rows[2:])  # [h, w]
+
+
+def opening(mask: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """Morphological opening (3x3 square): specks and thin spurs that noise glues to an object come off, straight edges
+    and corners stay. Returns the opened mask cropped to its box and the crop's offset (dy, dx); an empty result keeps
+    the input."""
+    opened = _square3(_square3(np.pad(mask, 1), grow=False), grow=True)[1:-1, 1:-1]  # [h, w]
+    rows, cols = np.nonzero(opened.any(1))[0], np.nonzero(opened.any(0))[0]
+    if len(rows) == 0:
+        return mask, 0, 0
+    return opened[rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1], int(rows[0]), int(cols[0])
 
 
 def classify_shape(features: np.ndarray) -> tuple[str | None, float]:

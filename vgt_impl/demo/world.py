@@ -11,7 +11,7 @@ relation between every pair clearly true or clearly false (see scene.py), so cap
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -58,9 +58,10 @@ def sample_scene(seed: SeedLike, kind: str | None = None, canvas: int = CANVAS) 
         raise ValueError(f"kind={kind!r}: expected one of {sorted(KIND_WEIGHTS)}")
     specs, relation = _kind_specs(rng, kind)
     scene = make_scene(rng, specs, relation=relation, canvas=canvas)
-    meta = {"kind": kind, **({"seed": list(seed) if isinstance(seed, (tuple, list)) else seed}
-                             if not isinstance(seed, np.random.Generator) else {})}
-    return Scene(scene.objects, scene.background, scene.canvas, meta)
+    meta: dict = {"kind": kind}
+    if not isinstance(seed, np.random.Generator):
+        meta["seed"] = list(seed) if isinstance(seed, (tuple, list)) else seed
+    return replace(scene, meta=meta)
 
 
 def _kind_specs(rng: np.random.Generator, kind: str) -> tuple[list[ObjectSpec], tuple[int, str, int] | None]:
