@@ -121,12 +121,21 @@ class VGTAutoencoder(nn.Module):
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(
-        cls, checkpoint: str | Path, *, base_model: str | Path, decoder_config: Any = None,
+        cls, checkpoint: str | Path, *, base_model: str | Path | None = None, decoder_config: Any = None,
         dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", attn_implementation: str = "sdpa",
     ) -> VGTAutoencoder:
-        """Load an official VGT-AE checkpoint (``.pth``/``.safetensors``), or the VGT-AE inside a VGT-AR checkpoint."""
-        from .checkpoints import converted_config, detect_variant, load_checkpoint_file
+        """Load an official VGT-AE checkpoint (``.pth``/``.safetensors``), or the VGT-AE inside a VGT-AR checkpoint.
 
+        ``checkpoint`` may be a model folder (its own base model; its ``ae_base/`` when present); the decoder config
+        stored in a converted checkpoint is used when ``decoder_config`` is not given.
+        """
+        from .checkpoints import converted_config, detect_variant, load_checkpoint_file
+        from .loading import ae_base_of, default_base, resolve_model_path, stored_decoder_config
+
+        checkpoint, folder = resolve_model_path(checkpoint)
+        base_model = default_base(str(checkpoint), base_model, ae_base_of(folder))
+        if decoder_config is None:
+            decoder_config = stored_decoder_config(checkpoint)
         sd = load_checkpoint_file(checkpoint)
         info = detect_variant(sd)
         stored = converted_config(checkpoint)  # what a converted / trained file recorded about itself
