@@ -110,22 +110,22 @@ def _related_pair(scene: Scene, detail: str, rng: np.random.Generator) -> tuple[
 
 def relation_caption(scene: Scene, detail: str, rng: np.random.Generator) -> str | None:
     """"a green square to the left of a yellow triangle" for a two-object scene (None when no relation applies)."""
-    pair = _related_pair(scene, detail, rng)
-    if pair is None:
-        return None
-    i, rel, j = pair
-    phrase = str(rng.choice(RELATION_PHRASES[rel]))
-    return f"{describe(scene.objects[i], detail)} {phrase} {describe(scene.objects[j], detail)}"
+    return _relation_text(scene, detail, rng, definite=False)
 
 
 def relation_clause(scene: Scene, detail: str, rng: np.random.Generator) -> str | None:
     """", with the red circle above the green square" (None when no two objects are uniquely described)."""
+    text = _relation_text(scene, detail, rng, definite=True)
+    return None if text is None else ", with " + text
+
+
+def _relation_text(scene: Scene, detail: str, rng: np.random.Generator, definite: bool) -> str | None:
     pair = _related_pair(scene, detail, rng)
     if pair is None:
         return None
     i, rel, j = pair
     phrase = str(rng.choice(RELATION_PHRASES[rel]))
-    return f", with {describe(scene.objects[i], detail, True)} {phrase} {describe(scene.objects[j], detail, True)}"
+    return f"{describe(scene.objects[i], detail, definite)} {phrase} {describe(scene.objects[j], detail, definite)}"
 
 
 def background_phrase(scene: Scene) -> str:

@@ -143,8 +143,9 @@ def _generator(args, specs):
 
 
 # ---------------------------------------------------------------------------------------------------------- parser
-def add_commands(sub, model_args) -> None:
-    """Register ``demo`` (world, check-detector) and ``eval`` on the ``vgt`` parser's subparsers."""
+def add_commands(sub, model_args, sampling_args) -> None:
+    """Register ``demo`` (world, check-detector) and ``eval`` on the ``vgt`` parser's subparsers; ``model_args`` and
+    ``sampling_args`` add the options ``vgt generate`` takes (model files; cfg, steps, acc_ratio, order, ...)."""
     demo = sub.add_parser("demo", help="the small world of shapes: datasets, detector check")
     demo_sub = demo.add_subparsers(dest="demo_command", required=True)
 
@@ -174,13 +175,7 @@ def add_commands(sub, model_args) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0, help="sample k of prompt i uses seed + i * images_per_prompt + k")
     p.add_argument("--size", type=int, default=224, help="image size in px (the world is 224)")
-    p.add_argument("--cfg", type=float, default=4.5)
-    p.add_argument("--cfg-schedule", default="linear", choices=["linear", "constant"])
-    p.add_argument("--steps", type=int, default=30, help="flow-matching steps per token group")
-    p.add_argument("--acc-ratio", type=int, default=1, help="tokens decoded in parallel per step")
-    p.add_argument("--order", default="random", choices=["random", "raster", "center_out", "checkerboard"])
-    p.add_argument("--sampler", default="sde", choices=["sde", "ode"])
-    p.add_argument("--mode", default="reference", choices=["reference", "corrected"])
+    sampling_args(p)
     p.add_argument("--out", default="outputs/eval", help="folder for results.json and grid.png")
     p.set_defaults(func=cmd_eval)
 
