@@ -14,6 +14,7 @@ of each). Prompts drop GenEval's "a photo of" lead-in: "a star", "a star and a r
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -133,7 +134,7 @@ def score(spec: PromptSpec, detections: Sequence[Detection]) -> tuple[bool, str]
             reasons.append(f"expected {req['class']}>={req['count']}, found {len(found)}")
         elif len(group) < req["count"]:
             ok = False
-            seen = ", ".join(f"{n} {c}" for c, n in sorted(_colour_counts(found).items()))
+            seen = ", ".join(f"{n} {c}" for c, n in sorted(Counter(d.color for d in found).items()))
             reasons.append(f"expected {req['color']} {req['class']}>={req['count']}, found {len(group)} "
                            f"{req['color']}; and {seen}")
         elif "position" in req:
@@ -152,13 +153,6 @@ def score(spec: PromptSpec, detections: Sequence[Detection]) -> tuple[bool, str]
         if n >= req["count"]:
             reasons.append(f"expected {req['class']}<{req['count']}, found {n}")
     return not reasons, "; ".join(reasons)
-
-
-def _colour_counts(dets: Sequence[Detection]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for d in dets:
-        out[d.color] = out.get(d.color, 0) + 1
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------------- evaluation
