@@ -48,12 +48,12 @@ def cmd_check_detector(args) -> int:
     specs = prompt_set(args.per_category)
     names = ["ground truth"] + (list(DEGRADATIONS) if args.degradations else [])
     print(f"\nshapes-GenEval on rendered ground truth: {len(specs)} prompts x {args.images_per_prompt} images")
-    print(f"{'render':<40}" + "".join(f"{c[:12]:>13}" for c in CATEGORIES) + f"{'overall':>10}")
+    print(f"{'render':<40}" + "".join(f"{c:>14}" for c in CATEGORIES) + f"{'overall':>10}")
     for name in names:
         report = evaluate(OracleGenerator(specs, DEGRADATIONS.get(name)), specs,
                           images_per_prompt=args.images_per_prompt, batch_size=16)
         acc = report.accuracy
-        print(f"{name:<40}" + "".join(f"{acc[c]:>13.3f}" for c in CATEGORIES) + f"{report.overall:>10.3f}")
+        print(f"{name:<40}" + "".join(f"{acc[c]:>14.3f}" for c in CATEGORIES) + f"{report.overall:>10.3f}")
     return 0
 
 
