@@ -189,18 +189,31 @@ def test_other_commands(capsys, argv, match):
     assert re.search(match, run(argv, capsys))
 
 
+def _commands(parser, prefix="vgt"):
+    """(name, parser) of every command and nested subcommand."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield f"{prefix} {name}", sub
+                yield from _commands(sub, f"{prefix} {name}")
+
+
 def test_help_documents_every_option_with_its_default():
-    parser = build_parser()
-    subs = next(a for a in parser._actions if isinstance(a, type(parser._subparsers._group_actions[0])))
-    for name, sub in subs.choices.items():
-        text = sub.format_help()
+    import argparse
+
+    commands = dict(_commands(build_parser()))
+    assert {"vgt generate", "vgt reconstruct", "vgt inspect", "vgt convert", "vgt bench", "vgt download"} <= set(commands)
+    for name, sub in commands.items():
+        text = " ".join(sub.format_help().split())
         for action in sub._actions:
-            if action.dest == "help":
+            if action.dest == "help" or isinstance(action, argparse._SubParsersAction):
                 continue
-            assert action.help, f"vgt {name} {action.option_strings or action.dest} has no help"
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
             if action.option_strings and action.default not in (None, False):
-                assert f"(default: {action.default})" in " ".join(text.split()), f"vgt {name} {action.option_strings}"
-    assert "(default: 4)" in " ".join(subs.choices["generate"].format_help().split())
+                assert f"(default: {action.default})" in text, f"{name} {action.option_strings}"
+    assert "(default: 4)" in " ".join(commands["vgt generate"].format_help().split())
 
 
 def test_version(capsys):

@@ -1,4 +1,4 @@
-"""The ``vgt`` command: generate, reconstruct, inspect, convert, bench, download.
+"""The ``vgt`` command: generate, reconstruct, inspect, convert, bench, download, demo, eval.
 
 Each subcommand is one small function registered in ``COMMANDS``; library code never prints, this module does.
 The training commands (train, cache-latents, bench-train) live in ``training/cli.py``.
@@ -323,9 +323,10 @@ def cmd_convert(args) -> int:
     return 0
 
 
-def _load_pipeline(args, device: torch.device):
+def _load_pipeline(args, device: torch.device | None = None):
     from .pipeline import VGTPipeline
 
+    device = device if device is not None else _check_runtime(args)
     return VGTPipeline.from_pretrained(args.ar, ae=args.ae, base_model=args.base_model,
                                        ae_base_model=args.ae_base_model, decoder_config=args.decoder,
                                        dtype=_dtype(args.dtype, device), device=device, attn_implementation=args.attn)
@@ -505,9 +506,24 @@ def _model_args(p: argparse.ArgumentParser, ar_required: bool) -> None:
                    help="attention kernel of the language model (flash_attention_2 needs flash-attn)")
 
 
+def _sampling_args(p: argparse.ArgumentParser) -> None:
+    """The sampling options of ``vgt generate`` (shared with ``vgt eval``)."""
+    from .orders import ORDERS
+
+    p.add_argument("--cfg", type=float, default=4.5, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--cfg-schedule", default="linear", choices=["linear", "constant"],
+                   help="linear: guidance decays towards 1 over the token groups (the reference)")
+    p.add_argument("--steps", type=int, default=30, help="flow-matching steps per token group (at least 2)")
+    p.add_argument("--acc-ratio", type=int, default=DEFAULT_ACC_RATIO,
+                   help="tokens decoded in parallel per step (1 = best quality; the ComfyUI sampler's default too)")
+    p.add_argument("--order", default="random", choices=list(ORDERS), help="token decoding order")
+    p.add_argument("--sampler", default="sde", choices=["sde", "ode"], help="flow-matching sampler")
+    p.add_argument("--mode", default="reference", choices=["reference", "corrected"],
+                   help="reference: the official code's behaviour; corrected: padding masked in every step")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .orders import ORDERS
 
     parser = _Parser(prog="vgt", description="VGT: Visual Generation Tuning (text-to-image, VGT-AE)",
                      epilog="Set VGT_DEBUG=1 to see the traceback behind an error.")
@@ -524,16 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, help="height in pixels (default: --size)")
     p.add_argument("--width", type=int, help="width in pixels (default: --size)")
     p.add_argument("--num-images", type=int, default=1, help="images per prompt")
-    p.add_argument("--cfg", type=float, default=4.5, help="classifier-free guidance scale (1 = off)")
-    p.add_argument("--cfg-schedule", default="linear", choices=["linear", "constant"],
-                   help="linear: guidance decays towards 1 over the token groups (the reference)")
-    p.add_argument("--steps", type=int, default=30, help="flow-matching steps per token group (at least 2)")
-    p.add_argument("--acc-ratio", type=int, default=DEFAULT_ACC_RATIO,
-                   help="tokens decoded in parallel per step (1 = best quality; the ComfyUI sampler's default too)")
-    p.add_argument("--order", default="random", choices=list(ORDERS), help="token decoding order")
-    p.add_argument("--sampler", default="sde", choices=["sde", "ode"], help="flow-matching sampler")
-    p.add_argument("--mode", default="reference", choices=["reference", "corrected"],
-                   help="reference: the official code's behaviour; corrected: padding masked in every step")
+    _sampling_args(p)
     p.add_argument("--seed", type=int, help="seed of the noise and the random order (default: random)")
     p.add_argument("--out", default="outputs/vgt.png", help="an image path (one image) or a folder")
     p.set_defaults(func=cmd_generate)
@@ -589,6 +596,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .training.cli import add_parsers  # vgt train / cache-latents / bench-train (imports nothing heavy)
 
     add_parsers(sub)
+
+    from .demo.commands import add_commands  # demo (world, check-detector) and eval
+
+    add_commands(sub, _model_args, _sampling_args)
     return parser
 
 
