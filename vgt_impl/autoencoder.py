@@ -111,10 +111,17 @@ class VGTAutoencoder(nn.Module):
         cls, checkpoint: str | Path, *, base_model: str | Path, decoder_config: Any = None,
         dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", attn_implementation: str = "sdpa",
     ) -> VGTAutoencoder:
-        """Load an official VGT-AE checkpoint (``.pth``/``.safetensors``), or the VGT-AE inside a VGT-AR checkpoint."""
-        from .checkpoints import detect_variant, load_checkpoint_file
+        """Load an official VGT-AE checkpoint (``.pth``/``.safetensors``), or the VGT-AE inside a VGT-AR checkpoint.
+
+        A converted or trained file's JSON config supplies the DC-AE decoder config (unless ``decoder_config`` is
+        given) and whether the latent is LayerNormed (``encoder_norm``; stage-1 VGT-AE training has none).
+        """
+        from .checkpoints import converted_config, detect_variant, load_checkpoint_file
 
         sd = load_checkpoint_file(checkpoint)
+        stored = converted_config(checkpoint) or {}
+        if decoder_config is None and stored.get("decoder_config"):
+            decoder_config = stored["decoder_config"]
         info = detect_variant(sd)
         if info.kind in ("ar", "converted_ar"):
             prefix = "vgt_ae." if info.kind == "ar" else "ae."
@@ -122,13 +129,14 @@ class VGTAutoencoder(nn.Module):
             if not sd:
                 raise ValueError(f"{checkpoint} is a VGT-AR checkpoint without an embedded VGT-AE")
         return cls.from_state_dict(sd, base_model=base_model, decoder_config=decoder_config, dtype=dtype,
-                                   device=device, attn_implementation=attn_implementation, what=str(checkpoint))
+                                   device=device, attn_implementation=attn_implementation, what=str(checkpoint),
+                                   encoder_norm=bool(stored.get("encoder_norm", True)))
 
     @classmethod
     def from_state_dict(
         cls, sd: dict[str, torch.Tensor], *, base_model: str | Path, decoder_config: Any = None,
         dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", attn_implementation: str = "sdpa",
-        what: str = "VGT-AE checkpoint",
+        what: str = "VGT-AE checkpoint", encoder_norm: bool = True,
     ) -> VGTAutoencoder:
         """Build from official (or converted) VGT-AE weights; sizes come from the weights' shapes."""
         from .checkpoints import FAMILY_NAMES, detect_variant, load_strict
@@ -141,7 +149,7 @@ class VGTAutoencoder(nn.Module):
         if not isinstance(decoder_config, dict) and decoder_config is None and "decoder.conv_in.weight" in sd:
             logger.debug("using the built-in DC-AE f32c32 decoder config")
         config = AEConfig(family=info.family, embed_dim=info.latent_channels, hidden_size=info.ae_width,
-                          decoder_config=load_decoder_config(decoder_config))
+                          encoder_norm=encoder_norm, decoder_config=load_decoder_config(decoder_config))
         mapped, dropped = fam.map_ae_state_dict(sd) if info.family else (sd, {})
         device = torch.device(device)
         with torch.device("meta"):
@@ -172,19 +180,10 @@ class VGTAutoencoder(nn.Module):
         """
         self.check_images(images)
         b, _, h, w = images.shape
-        x = images.to(device=self.device, dtype=torch.float32)
-        fam = get_family(self.family)
-        mean = torch.tensor(fam.PIXEL_MEAN, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(fam.PIXEL_STD, device=x.device).view(1, 3, 1, 1)
-        if reference_nonneg_quirk and bool(x.min() >= 0):
-            x = x if self.family == "internvl3" else (x - mean) / std
-        else:
-            x = ((x + 1.0) / 2.0 - mean) / std
-        feats = fam.vision_features(self.encoder, x.to(self.dtype))  # [B, hw, D]
-        for block in self.down_blocks:
-            feats = block(feats.to(self.dtype))
-        z = self.down_mlp(feats).float()  # [B, hw, 32]
-        z = F.layer_norm(z, (z.shape[-1],), eps=1e-6)  # channel LayerNorm, no affine
+        x = self.pixel_inputs(images, reference_nonneg_quirk=reference_nonneg_quirk)
+        z = self.latent_tokens(self.features(x)).float()  # [B, hw, 32]
+        if self.config.encoder_norm:
+            z = F.layer_norm(z, (z.shape[-1],), eps=1e-6)  # channel LayerNorm, no affine
         return z.transpose(1, 2).reshape(b, -1, h // self.stride, w // self.stride)
 
     @torch.inference_mode()
@@ -193,10 +192,37 @@ class VGTAutoencoder(nn.Module):
         if not torch.is_tensor(latents) or latents.ndim != 4 or latents.shape[1] != self.latent_channels:
             shape = tuple(latents.shape) if torch.is_tensor(latents) else type(latents).__name__
             raise ValueError(f"VGT-AE decode expects latents [B, {self.latent_channels}, h, w], got {shape}")
+        return self.decode_pixels(latents)
+
+    # ------------------------------------------------------------------ differentiable parts (encode / decode use them)
+    def pixel_inputs(self, images: torch.Tensor, *, reference_nonneg_quirk: bool = False) -> torch.Tensor:
+        """Images in [-1, 1] -> the vision encoder's normalised input (float32)."""
+        x = images.to(device=self.device, dtype=torch.float32)
+        fam = get_family(self.family)
+        mean = torch.tensor(fam.PIXEL_MEAN, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(fam.PIXEL_STD, device=x.device).view(1, 3, 1, 1)
+        if reference_nonneg_quirk and bool(x.min() >= 0):
+            return x if self.family == "internvl3" else (x - mean) / std
+        return ((x + 1.0) / 2.0 - mean) / std
+
+    def features(self, x: torch.Tensor, encoder: nn.Module | None = None) -> torch.Tensor:
+        """Normalised pixels -> vision features [B, hw, D] (encoder + merger / pixel shuffle + projector).
+
+        ``encoder`` runs another module of the same architecture instead (a frozen copy, as a distillation teacher).
+        """
+        return get_family(self.family).vision_features(encoder or self.encoder, x.to(self.dtype))
+
+    def latent_tokens(self, feats: torch.Tensor) -> torch.Tensor:
+        """Vision features [B, hw, D] -> latent tokens [B, hw, 32] before the channel LayerNorm."""
+        for block in self.down_blocks:
+            feats = block(feats.to(self.dtype))
+        return self.down_mlp(feats)
+
+    def decode_pixels(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents [B, 32, h, w] -> images [B, 3, 28h, 28w] (float32), differentiable."""
         h, w = latents.shape[-2:]
         x = self.decoder(latents.to(device=self.device, dtype=self.dtype))  # [B, 3, 32h, 32w]
-        x = F.interpolate(x.float(), size=(h * self.stride, w * self.stride), mode="bilinear", align_corners=False)
-        return x
+        return F.interpolate(x.float(), size=(h * self.stride, w * self.stride), mode="bilinear", align_corners=False)
 
     def config_dict(self) -> dict[str, Any]:
         return copy.deepcopy(self.config.to_dict())
