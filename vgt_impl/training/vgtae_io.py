@@ -1,0 +1,117 @@
+"""VGT-AE starting points and exports for training.
+
+- continue from a VGT-AE checkpoint (official ``.pth`` / ``.safetensors``, or one this training exported);
+- the distillation teacher: ``teacher.safetensors`` beside the checkpoint (what export writes), the ``teacher.*`` /
+  ``teacher_mlp1.*`` tensors of an official InternVL3 checkpoint, or else a frozen copy of the starting encoder;
+- export: a model folder that ``VGTAutoencoder.from_pretrained`` opens directly: ``model.safetensors`` in the
+  converted layout with its JSON config (family, ``encoder_norm``, the DC-AE ``decoder_config``) in the metadata and
+  a ``model.json`` sidecar, the base VLM's ``config.json`` (+ tokenizer / preprocessor files) and, for stage 2,
+  the teacher's weights in ``teacher.safetensors``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..autoencoder import VGTAutoencoder
+from ..backbones import get_family
+from ..checkpoints import detect_variant, load_checkpoint_file, load_strict, save_converted
+
+logger = logging.getLogger(__name__)
+
+TEACHER_FILE = "teacher.safetensors"
+BASE_FILES = ("config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json",
+              "merges.txt", "special_tokens_map.json", "generation_config.json", "added_tokens.json",
+              "chat_template.json")
+
+
+def init_new_layers(ae: VGTAutoencoder, generator: torch.Generator | None = None) -> None:
+    """Fresh ResBlocks and down-MLP as the reference initialises them: trunc-normal(0.02) weights, zero biases."""
+    for module in (*ae.down_blocks, ae.down_mlp):
+        for m in module.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02, generator=generator)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+
+def _official_teacher(sd: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tensor] | None:
+    """``teacher.*`` + ``teacher_mlp1.*`` of an official InternVL3 checkpoint -> our encoder keys (no prefix)."""
+    raw = {"encoder." + k[len("teacher."):]: v for k, v in sd.items() if k.startswith("teacher.")}
+    raw.update({"mlp1." + k[len("teacher_mlp1."):]: v for k, v in sd.items() if k.startswith("teacher_mlp1.")})
+    if not raw:
+        return None
+    mapped, _ = get_family(family).map_ae_state_dict(raw)
+    return {k[len("encoder."):]: v for k, v in mapped.items() if k.startswith("encoder.")}
+
+
+def load_teacher(ae: VGTAutoencoder, checkpoint: str | Path, sd: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """The frozen distillation teacher for continuing from ``checkpoint`` (see the module docstring for the order)."""
+    teacher = copy.deepcopy(ae.encoder)
+    side = Path(checkpoint).parent / TEACHER_FILE
+    weights, source = None, "a copy of the checkpoint's encoder"
+    if side.is_file():
+        weights, source = load_checkpoint_file(side), str(side)
+    elif sd is not None:
+        weights = _official_teacher(sd, ae.family)
+        source = "the checkpoint's teacher tensors" if weights else source
+    if weights is not None:
+        weights = {k: v.to(next(teacher.parameters()).dtype) for k, v in weights.items()}
+        load_strict(teacher, weights, what=f"VGT-AE teacher ({source})")
+    else:
+        logger.warning("no teacher weights beside %s: the distillation teacher is a frozen copy of its encoder "
+                       "(the base VLM's own encoder is the reference's teacher)", checkpoint)
+    logger.info("distillation teacher: %s", source)
+    return teacher.eval().requires_grad_(False)
+
+
+def vgtae_from_checkpoint(
+    checkpoint: str | Path, *, base_model: str | Path, decoder_config: Any = None, dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu", with_teacher: bool = True,
+) -> tuple[VGTAutoencoder, nn.Module | None]:
+    """A trainable VGT-AE (fp32 master weights by default) from a checkpoint, and its teacher when asked for."""
+    ae = VGTAutoencoder.from_pretrained(checkpoint, base_model=base_model, decoder_config=decoder_config,
+                                        dtype=dtype, device=device)
+    ae.train().requires_grad_(True)
+    teacher = None
+    if with_teacher:
+        sd = load_checkpoint_file(checkpoint)
+        teacher = load_teacher(ae, checkpoint, sd if detect_variant(sd).has_teacher else None)
+    return ae, teacher
+
+
+def copy_base_files(base_model: str | Path, folder: Path) -> None:
+    """The base VLM folder's config + tokenizer files (never its weights): the export then is its own base folder."""
+    for name in BASE_FILES:
+        src = Path(base_model) / name
+        if src.is_file() and src.resolve() != (folder / name).resolve():
+            shutil.copy2(src, folder / name)
+
+
+def export_vgtae(ae: VGTAutoencoder, folder: str | Path, *, base_model: str | Path, teacher: nn.Module | None = None,
+                 extra: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> Path:
+    """Write a VGT-AE model folder (see the module docstring); returns the ``model.safetensors`` path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().to("cpu", dtype=dtype or v.dtype) for k, v in ae.state_dict().items()}
+    info = detect_variant(sd)
+    config = {"format": "comfyui-vgt/1", "kind": "ae", "family": ae.family, "variant": info.to_dict(),
+              "encoder_norm": bool(ae.config.encoder_norm), "decoder_config": ae.config.decoder_config,
+              "source": "vgt train ae", **(extra or {})}
+    path = save_converted(folder / "model.safetensors", sd, config)
+    if teacher is not None:
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().to("cpu").contiguous() for k, v in teacher.state_dict().items()},
+                  str(folder / TEACHER_FILE), metadata={"format": "pt", "what": "VGT-AE distillation teacher"})
+    copy_base_files(base_model, folder)
+    return path
