@@ -36,7 +36,6 @@ class GANConfig:
     adaptive: bool = False  # VQGAN adaptive weight (grad-norm ratio at the decoder's last layer) times `weight`
     lecam_weight: float = 0.001  # LeCam regulariser of the discriminator loss (0 = off)
     lecam_decay: float = 0.999  # EMA decay of the logit means LeCam compares against
-    lr: float | None = None  # discriminator learning rate (None = the generator's base lr, as the reference)
     hidden_channels: int = 128  # PatchGAN width (reference 128)
     num_stages: int = 3  # PatchGAN downsampling stages (reference 3)
 
@@ -86,9 +85,6 @@ class AETrainer(nn.Module):
         raise NotImplementedError
 
     def last_layer(self) -> torch.Tensor:
-        raise NotImplementedError
-
-    def trained_modules(self) -> dict[str, nn.Module]:
         raise NotImplementedError
 
     # phases
@@ -143,33 +139,3 @@ class AETrainer(nn.Module):
             loss = loss + lecam
             metrics["lecam_loss"] = lecam.detach()
         return loss, metrics
-
-    def discriminator_param_groups(self, lr: float, weight_decay: float) -> list[dict]:
-        named = list(self.discriminator.named_parameters()) if self.discriminator is not None else []
-        return param_groups(named, lr, weight_decay)
-
-
-_NO_DECAY = ("ln", "bias", "embedding", "norm", "gamma", "embed")
-
-
-def no_decay(name: str, p: torch.Tensor) -> bool:
-    """Gains, biases, norms and embeddings take no weight decay (the reference's name rule, plus every 1-D tensor)."""
-    return p.ndim < 2 or any(s in name for s in _NO_DECAY)
-
-
-def param_groups(named, lr: float, weight_decay: float, *, encoder_prefix: str | None = None,
-                 encoder_lr: float | None = None) -> list[dict]:
-    """AdamW groups: [encoder | rest] x [no decay | decay]; parameters under ``encoder_prefix`` get ``encoder_lr``."""
-    named = [(n, p) for n, p in named if p.requires_grad]
-    parts = [("rest", lambda n: True, lr)]
-    if encoder_prefix is not None:
-        parts = [("encoder", lambda n: n.startswith(encoder_prefix), encoder_lr),
-                 ("rest", lambda n: not n.startswith(encoder_prefix), lr)]
-    groups = []
-    for part, select, glr in parts:
-        for decay in (False, True):
-            params = [p for n, p in named if select(n) and no_decay(n, p) != decay]
-            if params:
-                groups.append({"params": params, "lr": glr, "weight_decay": weight_decay if decay else 0.0,
-                               "name": f"{part}_{'decay' if decay else 'no_decay'}"})
-    return groups

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .ae_common import AELossConfig, AETrainer, GANConfig, param_groups
+from .ae_common import AELossConfig, AETrainer, GANConfig
 from .ae_losses import PerceptualLoss
 
 logger = logging.getLogger(__name__)
@@ -53,14 +53,18 @@ def build_dcae(model: Any = None, *, dtype: torch.dtype = torch.float32) -> nn.M
     from diffusers import AutoencoderDC
 
     if model is None or isinstance(model, dict):
-        return AutoencoderDC(**dict(model or DCAE_SMALL)).to(dtype)
+        return _cast(AutoencoderDC(**dict(model or DCAE_SMALL)), dtype)
     path = Path(model)
     if path.is_dir() and any(path.glob("diffusion_pytorch_model.*")):
         return AutoencoderDC.from_pretrained(str(path), torch_dtype=dtype)
     cfg_path = path / "config.json" if path.is_dir() else path
     if not cfg_path.is_file():
         raise FileNotFoundError(f"DC-AE model {model}: expected a config dict, a config.json or a diffusers folder")
-    return AutoencoderDC(**_read_json(cfg_path)).to(dtype)
+    return _cast(AutoencoderDC(**_read_json(cfg_path)), dtype)
+
+
+def _cast(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    return model if next(model.parameters()).dtype == dtype else model.to(dtype)
 
 
 def random_crop(images: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -85,9 +89,6 @@ class DCAETrainer(AETrainer):
             raise ValueError(f"crop_size {cfg.crop_size} is not a multiple of the DC-AE's compression {ratio}")
         self.compression = ratio
 
-    def trained_modules(self) -> dict[str, nn.Module]:
-        return {"dcae": self.dcae}
-
     def last_layer(self) -> torch.Tensor:
         return self.dcae.decoder.conv_out.weight
 
@@ -107,8 +108,6 @@ class DCAETrainer(AETrainer):
         z = self.dcae.encode(images.to(dtype)).latent  # [B, C, H/f, W/f]
         return {"latents": z, "recon": self.dcae.decode(z).sample.float()}  # [B, 3, H, W]
 
-    def generator_param_groups(self, lr: float, weight_decay: float) -> list[dict]:
-        return param_groups(self.dcae.named_parameters(), lr, weight_decay)
 
 
 def export_dcae(dcae: nn.Module, folder: str | Path, *, dtype: torch.dtype | None = None) -> Path:
@@ -116,6 +115,6 @@ def export_dcae(dcae: nn.Module, folder: str | Path, *, dtype: torch.dtype | Non
     import copy
 
     folder = Path(folder)
-    model = dcae if dtype is None else copy.deepcopy(dcae).to(dtype)
+    model = dcae if dtype is None else _cast(copy.deepcopy(dcae), dtype)
     model.save_pretrained(str(folder), safe_serialization=True)
     return folder

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..autoencoder import VGTAutoencoder
-from .ae_common import AELossConfig, AETrainer, GANConfig, param_groups
+from .ae_common import AELossConfig, AETrainer, GANConfig
 from .ae_losses import PerceptualLoss, distillation_loss
 from .perceptual import PerceptualConfig
 
@@ -97,9 +97,6 @@ class VGTAETrainer(AETrainer):
             self.ae.encoder.eval()
         return self
 
-    def trained_modules(self) -> dict[str, nn.Module]:
-        return {"ae": self.ae}
-
     def last_layer(self) -> torch.Tensor:
         return self.ae.decoder.conv_out.weight
 
@@ -126,7 +123,3 @@ class VGTAETrainer(AETrainer):
                 feats, out["teacher_features"])
         return out
 
-    def generator_param_groups(self, lr: float, weight_decay: float) -> list[dict]:
-        """Reference groups: encoder / rest x decay / no decay, the vision encoder at ``lr * encoder_lr_mult``."""
-        return param_groups(self.ae.named_parameters(), lr, weight_decay, encoder_prefix="encoder.",
-                            encoder_lr=lr * self.cfg.encoder_lr_mult)

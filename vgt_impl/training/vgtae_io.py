@@ -115,3 +115,52 @@ def export_vgtae(ae: VGTAutoencoder, folder: str | Path, *, base_model: str | Pa
                   str(folder / TEACHER_FILE), metadata={"format": "pt", "what": "VGT-AE distillation teacher"})
     copy_base_files(base_model, folder)
     return path
+
+
+# ---------------------------------------------------------------------------------------------------------- tasks
+def resolve_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
+    """A checkpoint file, or a model folder holding ``model.safetensors`` -> (file, folder or None)."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "model.safetensors").is_file():
+            raise FileNotFoundError(f"{path} is a folder without model.safetensors: name the checkpoint file")
+        return path / "model.safetensors", path
+    if not path.is_file():
+        raise FileNotFoundError(f"VGT-AE checkpoint {path} does not exist")
+    return path, path.parent if (path.parent / "config.json").is_file() and path.name == "model.safetensors" else None
+
+
+def build_vgtae(mc) -> tuple[VGTAutoencoder, nn.Module | None, dict[str, Any]]:
+    """The ``ae`` task's starting point from its ``model`` config -> (autoencoder, teacher or None, sources)."""
+    if mc.init == "base":
+        raise ValueError(
+            "model.init=base (a new VGT-AE from a base VLM's vision weights + a DC-AE) needs the family base-weight "
+            "maps, which this version does not have yet: continue from a VGT-AE checkpoint (model.init=checkpoint)")
+    if mc.init != "checkpoint":
+        raise ValueError(f"model.init={mc.init!r}: expected checkpoint or base")
+    if not mc.checkpoint:
+        raise ValueError("model.init=checkpoint needs model.checkpoint (a VGT-AE .pth / .safetensors or model folder)")
+    ckpt, folder = resolve_checkpoint(mc.checkpoint)
+    base = Path(mc.base_model) if mc.base_model else folder
+    if base is None:
+        raise ValueError(f"model.base_model is needed for {ckpt}: the base VLM folder of its vision encoder "
+                         f"(config.json), e.g. Qwen2.5-VL-3B-Instruct or InternVL3-1B")
+    ae, teacher = vgtae_from_checkpoint(ckpt, base_model=base, decoder_config=mc.decoder_config,
+                                        with_teacher=mc.loss.distill_weight > 0 and not mc.teacher)
+    if mc.loss.distill_weight > 0 and mc.teacher:
+        teacher = copy.deepcopy(ae.encoder)
+        load_strict(teacher, load_checkpoint_file(mc.teacher), what=f"teacher weights {mc.teacher}")
+        teacher.eval().requires_grad_(False)
+    return ae, teacher, {"base_model": str(base), "checkpoint": str(ckpt)}
+
+
+def export_vgtae_weights(task, folder: Path, weights: dict[str, torch.Tensor]) -> Path:
+    """The ``ae`` task's export: its autoencoder with ``weights`` (EMA by default; names ``ae.*``) -> model folder."""
+    state = {k: v.detach().cpu() for k, v in task.ae.state_dict().items()}
+    state.update({k[len("ae."):]: v for k, v in weights.items() if k.startswith("ae.")})
+    ae = copy.deepcopy(task.ae).cpu()
+    ae.load_state_dict(state)
+    teacher = task.teacher if task.cfg.export_teacher else None
+    extra = {"training": {"stage": task.cfg.stage, "encoder_norm": task.cfg.encoder_norm,
+                          "noise_gamma": task.cfg.noise_gamma, "from": task.sources.get("checkpoint")}}
+    return export_vgtae(ae, folder, base_model=task.sources["base_model"], teacher=teacher, extra=extra).parent
