@@ -1,0 +1,135 @@
+"""`ae` and `dcae` tasks through the training loop: phases, learning rates, resume, exports that the loaders open."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vgt_impl import VGTAutoencoder
+from vgt_impl.training import Trainer, load_run_config
+from vgt_impl.training.ae_tasks import AETask
+
+FIX = {"internvl3": ("InternVL3-1B-tiny", "vgt_ae_internvl3.pth"),
+       "qwen25vl": ("Qwen2.5-VL-3B-Instruct-tiny", "vgt_ae_qwen25vl.pth")}
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory) -> Path:
+    """Six smooth 64x64 colour fields with captions (the loaders' folder layout)."""
+    from PIL import Image
+
+    d = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        a = (rng.random((3, 3, 3)) * 255).astype(np.uint8)
+        Image.fromarray(a).resize((64, 64), Image.BILINEAR).save(d / f"{i}.png")
+        (d / f"{i}.txt").write_text(f"image {i}")
+    return d
+
+
+def ae_config(root: Path, fam: str, images: Path, out: Path, *extra: str):
+    base, ckpt = FIX[fam]
+    r = root / fam
+    return load_run_config("ae_tiny", [
+        f"data.source=[{images}]", f"model.checkpoint={r / 'ae' / ckpt}", f"model.base_model={r / 'base' / base}",
+        f"model.decoder_config={r / 'base' / 'dc-ae-f32c32-sana-1.1-diffusers-tiny'}", f"loop.output_dir={out}",
+        *extra], task="ae")
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_ae_task_phases_learning_rates_and_export(reference_dir, image_folder, tmp_path):
+    cfg = ae_config(reference_dir, "internvl3", image_folder, tmp_path / "run", "loop.sample_every=4")
+    trainer = Trainer(cfg)
+    groups = {g["name"]: g for g in trainer.optimizers["generator"].param_groups}
+    assert {g["lr_scale"] for n, g in groups.items() if n.startswith("encoder/")} == {0.5}
+    assert {g["lr_scale"] for n, g in groups.items() if n.startswith("ae/")} == {1.0}
+    assert cfg.optim["discriminator"].start_step == 2  # follows model.loss.gan.start_step
+    out = trainer.train()
+    rows = metrics(tmp_path / "run")
+    assert [("loss/disc" in r, "loss/gan" in r) for r in rows] == [(False, False)] * 2 + [(True, True)] * 2
+    assert all(r["loss"] > 0 and r["loss/distill"] > 0 for r in rows)
+    assert (tmp_path / "run" / "samples" / "step_0000004.png").is_file()
+    # the export: EMA weights, stage-1 config (no latent LayerNorm), the teacher beside it, its own base folder
+    loaded = VGTAutoencoder.from_pretrained(out / "model.safetensors", base_model=out)
+    assert loaded.config.encoder_norm is False and (out / "teacher.safetensors").is_file()
+    shadow = trainer.ema.shadow["ae.down_mlp.1.weight"]
+    torch.testing.assert_close(loaded.down_mlp[1].weight, shadow, atol=0, rtol=0)
+    assert not torch.equal(shadow, trainer.task.ae.down_mlp[1].weight.detach())  # EMA, not the raw weights
+    x = torch.rand(1, 3, 56, 56) * 2 - 1
+    assert loaded.decode(loaded.encode(x)).shape == (1, 3, 56, 56)
+
+
+def test_ae_task_resume_continues_exactly(reference_dir, image_folder, tmp_path):
+    """Steps 3 after a resume at 2 equal an uninterrupted run: both phases, LeCam EMAs, latent-noise draws."""
+    common = ("loop.max_steps=3", "model.stage=2", "model.encoder_norm=true", "model.noise_gamma=0.1",
+              "model.loss.gan.start_step=1", "loop.ema.start_step=0")
+    straight = Trainer(ae_config(reference_dir, "internvl3", image_folder, tmp_path / "a", *common))
+    straight.train()
+    first = Trainer(ae_config(reference_dir, "internvl3", image_folder, tmp_path / "b", *common,
+                              "loop.max_steps=2"))
+    first.train()
+    resumed = Trainer(ae_config(reference_dir, "internvl3", image_folder, tmp_path / "b", *common))
+    assert resumed.step == 2
+    resumed.train()
+    a, b = straight.task.state_dict(), resumed.task.state_dict()
+    for k in a:
+        if k.startswith(("ae.", "discriminator.", "lecam.")):
+            torch.testing.assert_close(b[k], a[k], atol=1e-6, rtol=0, msg=k)
+    assert metrics(tmp_path / "a")[-1]["loss"] == pytest.approx(metrics(tmp_path / "b")[-1]["loss"], abs=1e-6)
+
+
+def test_official_qwen_checkpoint_continues_as_stage2(reference_dir, image_folder, tmp_path):
+    cfg = ae_config(reference_dir, "qwen25vl", image_folder, tmp_path / "q", "loop.max_steps=2", "model.stage=2",
+                    "model.encoder_norm=true", "model.noise_gamma=0.1", "model.loss.distill_weight=0.1",
+                    "model.loss.gan.start_step=-1", "model.export_teacher=false")
+    assert list(cfg.optim) == ["generator", "discriminator"]
+    trainer = Trainer(cfg)
+    assert trainer.phase_names == ["generator"]  # GAN off: one phase
+    out = trainer.train()
+    assert all(np.isfinite(r["loss"]) for r in metrics(tmp_path / "q"))
+    loaded = VGTAutoencoder.from_pretrained(out / "model.safetensors", base_model=out)
+    assert loaded.config.encoder_norm is True and loaded.family == "qwen2_5_vl"
+    assert not (out / "teacher.safetensors").exists()
+    z = loaded.encode(torch.rand(1, 3, 56, 56) * 2 - 1)
+    torch.testing.assert_close(z.mean(1), torch.zeros(1, 2, 2), atol=1e-5, rtol=0)  # per-token LayerNorm
+
+
+def test_ae_task_config_errors(reference_dir, image_folder, tmp_path):
+    cfg = ae_config(reference_dir, "internvl3", image_folder, tmp_path / "e")
+    del cfg.optim["discriminator"]
+    with pytest.raises(ValueError, match="no optim.discriminator"):
+        Trainer(cfg)
+    with pytest.raises(ValueError, match="needs model.checkpoint"):
+        AETask.build(load_run_config("ae_tiny", ["model.checkpoint=null"], task="ae"))
+    with pytest.raises(ValueError, match="init=base"):
+        AETask.build(load_run_config("ae_stage1", [], task="ae"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        AETask.build(load_run_config("ae_tiny", [f"model.checkpoint={tmp_path / 'nope.pth'}"], task="ae"))
+    with pytest.raises(ValueError, match="unknown config key 'model.loss.gan.strat_step'"):
+        load_run_config("ae_tiny", ["model.loss.gan.strat_step=3"], task="ae")
+
+
+def test_dcae_task_learns_and_exports_a_diffusers_folder(image_folder, tmp_path):
+    from diffusers import AutoencoderDC
+
+    from vgt_impl.autoencoder import load_decoder_config
+
+    cfg = load_run_config("dcae_tiny", [f"data.source=[{image_folder}]", f"loop.output_dir={tmp_path / 'd'}",
+                                        "loop.max_steps=8", "optim.generator.lr=3e-3"], task="dcae")
+    trainer = Trainer(cfg)
+    batch = trainer.task.collate([trainer.dataset[k] for k in trainer.data_loader(0).batch_sampler.keys(0, 0)])
+    assert batch["pixels"].shape == (2, 3, 32, 32)  # random 32 px crops of the 56 px images
+    out = trainer.train()
+    rows = metrics(tmp_path / "d")
+    assert np.mean([r["loss/rec"] for r in rows[-2:]]) < 0.6 * np.mean([r["loss/rec"] for r in rows[:2]]), rows
+    dcae = AutoencoderDC.from_pretrained(str(out))
+    shadow = trainer.ema.shadow["dcae.decoder.conv_out.weight"]
+    torch.testing.assert_close(dcae.decoder.conv_out.weight, shadow, atol=0, rtol=0)
+    assert load_decoder_config(out)["decoder_block_out_channels"] == [8, 16, 32]  # what a new VGT-AE reads
