@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from vgt_impl import VGTAutoencoder
-from vgt_impl.backbones import internvl3
+from vgt_impl.backbones import get_family
 
 AE = {"qwen25vl": "Qwen2.5-VL-3B-Instruct-tiny", "internvl3": "InternVL3-1B-tiny"}
 
@@ -53,8 +53,9 @@ def test_nonneg_batch_is_normalised_by_default(reference_dir):
 
 
 def test_internvl_uses_bf16_rounded_constants():
-    assert internvl3.PIXEL_MEAN == tuple(torch.tensor([0.485, 0.456, 0.406]).bfloat16().float().tolist())
-    assert internvl3.PIXEL_STD == tuple(torch.tensor([0.229, 0.224, 0.225]).bfloat16().float().tolist())
+    mean, std = get_family("internvl3").pixel_norm()
+    assert mean == tuple(torch.tensor([0.485, 0.456, 0.406]).bfloat16().float().tolist())
+    assert std == tuple(torch.tensor([0.229, 0.224, 0.225]).bfloat16().float().tolist())
 
 
 @pytest.mark.parametrize("shape, match", [

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .backbones import get_family
-from .config import ARConfig, FlowHeadConfig
+from .config import LATENT_STRIDE, ARConfig, FlowHeadConfig
 from .flow_head import FlowHead
 from .queries import QueryGrid
 
@@ -47,6 +47,11 @@ class VGTARModel(nn.Module):
     def family(self) -> str:
         return self.config.family
 
+    @property
+    def latent_stride(self) -> int:
+        """Pixels per latent token side (the stride of the VGT-AE this model was tuned with)."""
+        return int(self.config.latent_stride)
+
     def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Token ids [B, T] -> embeddings [B, T, D]."""
         return self.llm.get_input_embeddings()(input_ids)
@@ -57,7 +62,8 @@ class VGTARModel(nn.Module):
 
 
 def ar_config_from_shapes(
-    family: str, text_config: Any, shapes: dict[str, tuple[int, ...]], num_layers: int | None
+    family: str, text_config: Any, shapes: dict[str, tuple[int, ...]], num_layers: int | None,
+    latent_stride: int = LATENT_STRIDE,
 ) -> ARConfig:
     """Build an :class:`ARConfig` from the shapes of a mapped (our layout) state dict."""
     qg = shapes["queries.query_grid"]  # [1, D, Hmax, Wmax]
@@ -71,5 +77,5 @@ def ar_config_from_shapes(
     )
     return ARConfig(
         family=family, num_layers=num_layers, hidden_size=hidden,
-        query_grid=(int(qg[2]), int(qg[3])), latent_dim=int(in_dim), flow_head=fh,
+        query_grid=(int(qg[2]), int(qg[3])), latent_dim=int(in_dim), latent_stride=int(latent_stride), flow_head=fh,
     )

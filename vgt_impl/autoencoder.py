@@ -1,11 +1,13 @@
 """VGT-AE: the VLM's vision encoder -> 3 residual MLPs -> MLP to 32 channels -> channel LayerNorm; DC-AE decoder.
 
-One latent token per 28x28 pixels. ``encode`` takes images in [-1, 1]; ``decode`` returns images in [-1, 1].
+One latent token per ``stride`` x ``stride`` pixels (ViT patch x merge of the base VLM: 28 for the official families,
+32 for Qwen3-VL). ``encode`` takes images in [-1, 1]; ``decode`` returns images in [-1, 1].
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,7 @@ def load_decoder_config(decoder_config: Any) -> dict[str, Any]:
 
 
 def nearest_sizes(v: int, stride: int = LATENT_STRIDE) -> str:
+    """"56 or 84": the multiples of ``stride`` around ``v`` (for size errors)."""
     lo = max(stride, v // stride * stride)
     hi = (v // stride + 1) * stride
     return f"{lo} or {hi}" if lo != v else str(v)
@@ -72,15 +75,20 @@ def nearest_sizes(v: int, stride: int = LATENT_STRIDE) -> str:
 class VGTAutoencoder(nn.Module):
     """VGT-AE (see module docstring). Build with :meth:`from_pretrained`; the constructor builds an empty network."""
 
-    stride = LATENT_STRIDE
     latent_channels = LATENT_CHANNELS
 
     def __init__(self, config: AEConfig, base_cfg: Any, *, attn_implementation: str = "sdpa"):
         super().__init__()
         from diffusers import AutoencoderDC
 
-        self.config = config
         fam = get_family(config.family)
+        stride = fam.latent_stride(base_cfg)
+        if config.latent_stride is not None and int(config.latent_stride) != stride:
+            raise ValueError(f"AEConfig.latent_stride={config.latent_stride} but the base VLM's vision config gives "
+                             f"{stride} px per token: build the VGT-AE from the base model it was trained with")
+        self.config = dataclasses.replace(config, latent_stride=stride)
+        mean, std = fam.pixel_norm(base_cfg)
+        self.pixel_mean, self.pixel_std = tuple(mean), tuple(std)  # fp32 constants, applied in encode
         self.encoder = fam.build_vision_encoder(base_cfg, attn_implementation=attn_implementation,
                                                 out_hidden=config.hidden_size)
         self.down_blocks = nn.ModuleList(ResBlock(config.hidden_size) for _ in range(config.num_res_blocks))
@@ -96,6 +104,11 @@ class VGTAutoencoder(nn.Module):
     @property
     def family(self) -> str:
         return self.config.family
+
+    @property
+    def stride(self) -> int:
+        """Pixels per latent token side."""
+        return int(self.config.latent_stride)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -119,10 +132,12 @@ class VGTAutoencoder(nn.Module):
         from .checkpoints import converted_config, detect_variant, load_checkpoint_file
 
         sd = load_checkpoint_file(checkpoint)
-        stored = converted_config(checkpoint) or {}
+        info = detect_variant(sd)
+        stored = converted_config(checkpoint)  # what a converted / trained file recorded about itself
+        stored = stored if isinstance(stored, dict) else {}
         if decoder_config is None and stored.get("decoder_config"):
             decoder_config = stored["decoder_config"]
-        info = detect_variant(sd)
+        stride = stored.get("latent_stride", (stored.get("ae") or {}).get("latent_stride"))
         if info.kind in ("ar", "converted_ar"):
             prefix = "vgt_ae." if info.kind == "ar" else "ae."
             sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
@@ -130,16 +145,19 @@ class VGTAutoencoder(nn.Module):
                 raise ValueError(f"{checkpoint} is a VGT-AR checkpoint without an embedded VGT-AE")
         return cls.from_state_dict(sd, base_model=base_model, decoder_config=decoder_config, dtype=dtype,
                                    device=device, attn_implementation=attn_implementation, what=str(checkpoint),
-                                   encoder_norm=bool(stored.get("encoder_norm", True)))
+                                   encoder_norm=bool(stored.get("encoder_norm", True)), latent_stride=stride)
 
     @classmethod
     def from_state_dict(
         cls, sd: dict[str, torch.Tensor], *, base_model: str | Path, decoder_config: Any = None,
         dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", attn_implementation: str = "sdpa",
-        what: str = "VGT-AE checkpoint", encoder_norm: bool = True,
+        what: str = "VGT-AE checkpoint", encoder_norm: bool = True, latent_stride: int | None = None,
     ) -> VGTAutoencoder:
-        """Build from official (or converted) VGT-AE weights; sizes come from the weights' shapes."""
-        from .checkpoints import FAMILY_NAMES, detect_variant, load_strict
+        """Build from official (or converted) VGT-AE weights; sizes come from the weights' shapes.
+
+        ``latent_stride`` (what a converted checkpoint's config recorded) must agree with the base folder's.
+        """
+        from .checkpoints import detect_variant, load_strict
         from .loading import check_base_family
 
         info = detect_variant(sd)
@@ -149,13 +167,14 @@ class VGTAutoencoder(nn.Module):
         if not isinstance(decoder_config, dict) and decoder_config is None and "decoder.conv_in.weight" in sd:
             logger.debug("using the built-in DC-AE f32c32 decoder config")
         config = AEConfig(family=info.family, embed_dim=info.latent_channels, hidden_size=info.ae_width,
-                          encoder_norm=encoder_norm, decoder_config=load_decoder_config(decoder_config))
+                          encoder_norm=encoder_norm, decoder_config=load_decoder_config(decoder_config),
+                          latent_stride=latent_stride)
         mapped, dropped = fam.map_ae_state_dict(sd) if info.family else (sd, {})
         device = torch.device(device)
         with torch.device("meta"):
             model = cls(config, base_cfg, attn_implementation=attn_implementation)
         mapped = {k: v.to(dtype=dtype) if v.is_floating_point() else v for k, v in mapped.items()}
-        load_strict(model, mapped, dropped=dropped, what=f"{what} ({FAMILY_NAMES[info.family]} VGT-AE)", assign=True)
+        load_strict(model, mapped, dropped=dropped, what=f"{what} ({fam.display_name} VGT-AE)", assign=True)
         rebuild_meta_buffers(model, device)
         return model.to(device=device).eval().requires_grad_(False)
 
@@ -165,15 +184,16 @@ class VGTAutoencoder(nn.Module):
             shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
             raise ValueError(f"images must be a [B, 3, H, W] tensor in [-1, 1], got {shape}")
         h, w = images.shape[-2:]
-        if h % self.stride or w % self.stride or h < self.stride or w < self.stride:
+        s = self.stride
+        if h % s or w % s or h < s or w < s:
             raise ValueError(
-                f"image size {h}x{w} is not a multiple of {self.stride}: use height {nearest_sizes(h)} and width "
-                f"{nearest_sizes(w)} (crop or resize the image first)"
+                f"image size {h}x{w} is not a multiple of {s}: use height {nearest_sizes(h, s)} and width "
+                f"{nearest_sizes(w, s)} (crop or resize the image first; this VGT-AE makes one token per {s}x{s} px)"
             )
 
     @torch.inference_mode()
     def encode(self, images: torch.Tensor, *, reference_nonneg_quirk: bool = False) -> torch.Tensor:
-        """Images [B, 3, H, W] in [-1, 1] -> latents [B, 32, H/28, W/28] (float32, LayerNormed over channels).
+        """Images [B, 3, H, W] in [-1, 1] -> latents [B, 32, H/s, W/s] (float32, LayerNormed over channels).
 
         ``reference_nonneg_quirk`` reproduces the reference for an all-non-negative batch (treated as [0, 1] input;
         the InternVL one then skips normalisation). Off by default: inputs are always [-1, 1].
@@ -188,7 +208,7 @@ class VGTAutoencoder(nn.Module):
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents [B, 32, h, w] -> images [B, 3, 28h, 28w] in [-1, 1] (float32)."""
+        """Latents [B, 32, h, w] -> images [B, 3, s*h, s*w] in [-1, 1] (float32; the DC-AE's x32 output resized)."""
         if not torch.is_tensor(latents) or latents.ndim != 4 or latents.shape[1] != self.latent_channels:
             shape = tuple(latents.shape) if torch.is_tensor(latents) else type(latents).__name__
             raise ValueError(f"VGT-AE decode expects latents [B, {self.latent_channels}, h, w], got {shape}")
@@ -198,11 +218,10 @@ class VGTAutoencoder(nn.Module):
     def pixel_inputs(self, images: torch.Tensor, *, reference_nonneg_quirk: bool = False) -> torch.Tensor:
         """Images in [-1, 1] -> the vision encoder's normalised input (float32)."""
         x = images.to(device=self.device, dtype=torch.float32)
-        fam = get_family(self.family)
-        mean = torch.tensor(fam.PIXEL_MEAN, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(fam.PIXEL_STD, device=x.device).view(1, 3, 1, 1)
+        mean = torch.tensor(self.pixel_mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.pixel_std, device=x.device).view(1, 3, 1, 1)
         if reference_nonneg_quirk and bool(x.min() >= 0):
-            return x if self.family == "internvl3" else (x - mean) / std
+            return x if get_family(self.family).reference_nonneg_skips_norm else (x - mean) / std
         return ((x + 1.0) / 2.0 - mean) / std
 
     def features(self, x: torch.Tensor, encoder: nn.Module | None = None) -> torch.Tensor:
@@ -219,10 +238,12 @@ class VGTAutoencoder(nn.Module):
         return self.down_mlp(feats)
 
     def decode_pixels(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents [B, 32, h, w] -> images [B, 3, 28h, 28w] (float32), differentiable."""
+        """Latents [B, 32, h, w] -> images [B, 3, s*h, s*w] (float32), differentiable."""
         h, w = latents.shape[-2:]
-        x = self.decoder(latents.to(device=self.device, dtype=self.dtype))  # [B, 3, 32h, 32w]
-        return F.interpolate(x.float(), size=(h * self.stride, w * self.stride), mode="bilinear", align_corners=False)
+        x = self.decoder(latents.to(device=self.device, dtype=self.dtype)).float()  # [B, 3, 32h, 32w]
+        if tuple(x.shape[-2:]) != (h * self.stride, w * self.stride):
+            x = F.interpolate(x, size=(h * self.stride, w * self.stride), mode="bilinear", align_corners=False)
+        return x
 
     def config_dict(self) -> dict[str, Any]:
         return copy.deepcopy(self.config.to_dict())

@@ -120,7 +120,7 @@ def _one_run(pipe, head, prompts, acc, kw, seed) -> BenchResult:
         pipe.generate(list(prompts), acc_ratio=acc, generator=torch.Generator().manual_seed(seed), **kw)
         _sync(pipe.device)
         total = time.perf_counter() - t0
-    n = (kw["height"] // 28) * (kw["width"] // 28)
+    n = (kw["height"] // pipe.latent_stride) * (kw["width"] // pipe.latent_stride)
     return BenchResult(acc, n, total, llm_t[0], head_t[0], _peak_mb(pipe.device))
 
 

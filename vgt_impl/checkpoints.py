@@ -26,8 +26,31 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
-FAMILY_NAMES = {"qwen2_5_vl": "Qwen2.5-VL", "internvl3": "InternVL3"}
 _STRIP = ("module.", "_orig_mod.")
+
+
+class _FamilyNames(Mapping):
+    """Family name -> display name, read from the family registry ("qwen2_5_vl" -> "Qwen2.5-VL")."""
+
+    def __getitem__(self, name: str) -> str:
+        from .backbones import family_names, get_family
+
+        if name not in family_names():
+            raise KeyError(name)
+        return get_family(name).display_name
+
+    def __iter__(self) -> Iterator[str]:
+        from .backbones import family_names
+
+        return iter(family_names())
+
+    def __len__(self) -> int:
+        from .backbones import family_names
+
+        return len(family_names())
+
+
+FAMILY_NAMES: Mapping[str, str] = _FamilyNames()
 
 
 class CheckpointError(ValueError):
@@ -141,7 +164,7 @@ def load_checkpoint_file(
 @dataclass
 class VariantInfo:
     kind: str  # "ae" | "ar" | "converted_ae" | "converted_ar"
-    family: str  # "qwen2_5_vl" | "internvl3"
+    family: str  # a registered family name ("qwen2_5_vl", "internvl3", "qwen3_vl", ...) or "unknown"
     llm_hidden: int | None = None
     llm_layers: int | None = None
     vocab_size: int | None = None
@@ -161,19 +184,19 @@ class VariantInfo:
 
 
 def _count(keys, pattern: str) -> int:
-    pat = re.compile(pattern)
-    ids = {int(m.group(1)) for k in keys if (m := pat.match(k))}
-    return max(ids) + 1 if ids else 0
+    from .backbones.common import count_indexed
+
+    return count_indexed(keys, pattern)
 
 
 def _ae_family(keys: list[str], prefix: str = "") -> str | None:
-    if any(k.startswith(prefix + "encoder.blocks.") or k.startswith(prefix + "encoder.merger.") for k in keys):
-        return "qwen2_5_vl"
-    if any(k.startswith(prefix + "encoder.encoder.layers.") or k.startswith(prefix + "mlp1.") for k in keys):
-        return "internvl3"
-    if any(k.startswith(prefix + "encoder.vision_tower.") for k in keys):
-        return "internvl3"
-    return None
+    """The family whose VGT-AE encoder keys these are (official or our layout), or None."""
+    from .backbones import families
+
+    owners = [f.name for f in families() if f.owns_ae_keys(keys, prefix)]
+    if len(owners) > 1:
+        raise CheckpointError(f"VGT-AE encoder keys match several families ({owners}): cannot tell which it is")
+    return owners[0] if owners else None
 
 
 def _groups(keys) -> list[str]:
@@ -199,19 +222,13 @@ def detect_variant(sd: Mapping, shapes: Mapping[str, tuple[int, ...]] | None = N
 
 
 def _detect_ae(keys, shape, fam: str, prefix: str) -> VariantInfo:
+    from .backbones import get_family
+
     info = VariantInfo(kind="ae", family=fam)
     info.latent_channels = shape(prefix + "down_mlp.3.weight")[0]
     info.ae_width = shape(prefix + "down_mlp.1.weight")[1]
     info.has_teacher = any(k.startswith(prefix + "teacher") for k in keys)
-    if fam == "qwen2_5_vl":
-        info.vision_layers = _count(keys, re.escape(prefix) + r"encoder\.blocks\.(\d+)\.")
-        info.vision_hidden = shape(prefix + "encoder.blocks.0.norm1.weight")[0]
-    elif any(k.startswith(prefix + "encoder.vision_tower.") for k in keys):
-        info.vision_layers = _count(keys, re.escape(prefix) + r"encoder\.vision_tower\.encoder\.layer\.(\d+)\.")
-        info.vision_hidden = shape(prefix + "encoder.vision_tower.embeddings.cls_token")[-1]
-    else:
-        info.vision_layers = _count(keys, re.escape(prefix) + r"encoder\.encoder\.layers\.(\d+)\.")
-        info.vision_hidden = shape(prefix + "encoder.embeddings.class_embedding")[-1]
+    info.vision_layers, info.vision_hidden = get_family(fam).ae_vision_sizes(keys, shape, prefix)
     return info
 
 
@@ -220,14 +237,14 @@ def _detect_ar(keys, shape, converted: bool) -> VariantInfo:
         fam = None  # converted files carry their family in their config; the embedded AE tells otherwise
         llm, head, mq, ae_prefix = "llm.", "flow_head.", "queries.query_grid", "ae."
     else:
-        llm, head, mq, ae_prefix = None, "image_head.net.", "adaptive_metaquery.max_metaquery", "vgt_ae."
-        if any(k.startswith("lmm.model.language_model.") or k.startswith("lmm.model.layers.") for k in keys):
-            fam, llm = "qwen2_5_vl", "lmm.model.language_model." if any(
-                k.startswith("lmm.model.language_model.") for k in keys) else "lmm.model."
-        elif any(k.startswith("lmm.language_model.model.") for k in keys):
-            fam, llm = "internvl3", "lmm.language_model.model."
-        else:
-            raise CheckpointError(f"VGT-AR checkpoint with an unknown LLM layout (groups: {_groups(keys)})")
+        from .backbones import families
+
+        head, mq, ae_prefix = "image_head.net.", "adaptive_metaquery.max_metaquery", "vgt_ae."
+        found = [(f.name, p) for f in families() if (p := f.ar_llm_prefix(keys)) is not None]
+        if len(found) != 1:
+            raise CheckpointError(f"VGT-AR checkpoint with an unknown LLM layout (groups: {_groups(keys)}"
+                                  + (f"; matches {[f for f, _ in found]}" if found else "") + ")")
+        fam, llm = found[0]
     info = VariantInfo(kind="converted_ar" if converted else "ar", family=fam or "unknown")
     info.llm_layers = _count(keys, re.escape(llm) + r"layers\.(\d+)\.")
     emb = shape(llm + "embed_tokens.weight")
@@ -238,10 +255,9 @@ def _detect_ar(keys, shape, converted: bool) -> VariantInfo:
     g = shape(mq)
     info.query_grid = (g[2], g[3])
     info.has_embedded_ae = any(k.startswith(ae_prefix) for k in keys)
-    if info.has_embedded_ae:
-        ae_fam = _ae_family(keys, ae_prefix)
-        ae = _detect_ae(keys, shape, ae_fam or fam, ae_prefix)
-        info.extra["ae"] = ae.to_dict()
+    ae_fam = _ae_family(keys, ae_prefix) if info.has_embedded_ae else None
+    if ae_fam or (info.has_embedded_ae and fam):
+        info.extra["ae"] = _detect_ae(keys, shape, ae_fam or fam, ae_prefix).to_dict()
         if info.family == "unknown" and ae_fam:
             info.family = ae_fam
     return info

@@ -39,17 +39,18 @@ def to_pil(images: torch.Tensor):
     return [Image.fromarray(a) for a in arr]
 
 
-def load_image(path: str | Path, fit: str) -> torch.Tensor:
-    """An image file -> [1, 3, H, W] in [-1, 1] with H, W multiples of 28 (``fit``: crop, resize or error)."""
+def load_image(path: str | Path, fit: str, stride: int = 28) -> torch.Tensor:
+    """An image file -> [1, 3, H, W] in [-1, 1] with H, W multiples of ``stride`` (``fit``: crop, resize or error)."""
     import numpy as np
     from PIL import Image
 
     img = Image.open(path).convert("RGB")
     w, h = img.size
-    tw, th = max(28, w // 28 * 28), max(28, h // 28 * 28)
+    tw, th = max(stride, w // stride * stride), max(stride, h // stride * stride)
     if (tw, th) != (w, h):
         if fit == "error":
-            raise SystemExit(f"{path}: {w}x{h} is not a multiple of 28; use --fit crop or --fit resize")
+            raise SystemExit(f"{path}: {w}x{h} is not a multiple of {stride} (the VGT-AE's latent stride); "
+                             f"use --fit crop or --fit resize")
         if fit == "crop":
             left, top = (w - tw) // 2, (h - th) // 2
             img = img.crop((left, top, left + tw, top + th))
@@ -77,17 +78,19 @@ def _progress(total_hint: str):
 
 # ---------------------------------------------------------------------------------------------------------- commands
 def cmd_inspect(args) -> int:
-    from .checkpoints import FAMILY_NAMES, converted_config, detect_variant, load_checkpoint_file, map_ar_state_dict
+    from .backbones import display_name, family_names, get_family
+    from .checkpoints import converted_config, detect_variant, load_checkpoint_file, map_ar_state_dict
 
     sd, info = load_checkpoint_file(args.file, with_info=True)
     v = detect_variant(sd)
     cfg = converted_config(args.file)
-    if v.family == "unknown" and cfg:
+    cfg = cfg if isinstance(cfg, dict) else {}
+    if v.family == "unknown":
         v.family = cfg.get("family", v.family)
     print(f"file:      {args.file}")
     print(f"kind:      {'VGT-AR (autoregressive generator)' if 'ar' in v.kind else 'VGT-AE (autoencoder)'}"
           f"{' [converted]' if v.kind.startswith('converted') else ''}")
-    print(f"family:    {FAMILY_NAMES.get(v.family, v.family)} ({v.family})")
+    print(f"family:    {display_name(v.family)} ({v.family})")
     print(f"weights:   {info.get('source')}" + (f", EMA steps {info['ema_steps']}" if "ema_steps" in info else ""))
     dtypes = sorted({str(t.dtype).replace('torch.', '') for t in sd.values()})
     groups: dict[str, int] = {}
@@ -107,8 +110,10 @@ def cmd_inspect(args) -> int:
             print(f"unused:    {group} ({reason})")
     if v.has_teacher:
         print("unused:    teacher.*, teacher_mlp1.* (distillation teacher, unused at inference)")
-    need = "Qwen2.5-VL-3B-Instruct" if v.family == "qwen2_5_vl" else "InternVL3-2B (AR) / InternVL3-1B (VGT-AE)"
-    print(f"needs:     a base model folder ({need}): config.json + tokenizer files only")
+    if "latent_stride" in cfg:
+        print(f"{'latent_stride:':<18}{cfg['latent_stride']} px per token")
+    if v.family in family_names():
+        print(f"needs:     a base model folder: {get_family(v.family).base_models}")
     return 0
 
 
@@ -128,8 +133,11 @@ def cmd_convert(args) -> int:
         ae_mapped, ae_dropped = fam.map_ae_state_dict(ae) if ae else ({}, {})
         out = dict(ar, **{"ae." + k: t for k, t in ae_mapped.items()})
         dropped = dict(dropped, **{"vgt_ae." + k: r for k, r in ae_dropped.items()})
+    from .config import LATENT_STRIDE
+
+    # Official checkpoints exist only for the stride-28 families (ViT patch 14 x merge 2).
     config = {"format": "comfyui-vgt/1", "kind": v.kind, "family": v.family, "variant": v.to_dict(),
-              "source": Path(args.file).name, "state_dict": args.state_dict}
+              "latent_stride": LATENT_STRIDE, "source": Path(args.file).name, "state_dict": args.state_dict}
     path = save_converted(args.out, out, config)
     print(f"wrote {path} ({len(out)} tensors) and {path.with_suffix('.json')}")
     for group, reason in dropped.items():
@@ -153,11 +161,15 @@ def _load_pipeline(args):
 
 
 def cmd_generate(args) -> int:
+    from .backbones import latent_stride_of
+
     height = args.height or args.size
     width = args.width or args.size
-    for name, v in (("height", height), ("width", width)):  # fail before loading anything
-        if v < 28 or v % 28:
-            raise ValueError(f"--{name} {v} is not a multiple of 28: use {max(28, v // 28 * 28)} or {(v // 28 + 1) * 28}")
+    s = latent_stride_of(args.base_model)  # config.json only: fail before loading any weights
+    for name, v in (("height", height), ("width", width)):
+        if v < s or v % s:
+            raise ValueError(f"--{name} {v} is not a multiple of {s}: use {max(s, v // s * s)} or {(v // s + 1) * s} "
+                             f"(this model makes one latent token per {s}x{s} px)")
     pipe = _load_pipeline(args)
     gen = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
     out = pipe.generate(
@@ -192,7 +204,7 @@ def cmd_reconstruct(args) -> int:
     ae = VGTAutoencoder.from_pretrained(args.ae, base_model=args.base_model, decoder_config=args.decoder,
                                         dtype=_dtype(args.dtype, device), device=device)
     for path in args.images:
-        x = load_image(path, args.fit)
+        x = load_image(path, args.fit, ae.stride)
         rec = ae.decode(ae.encode(x))
         a, b = to_pil(x)[0], to_pil(rec)[0]
         out = Path(args.out_dir) / f"{Path(path).stem}_vgt_recon.png"
@@ -219,7 +231,8 @@ def cmd_bench(args) -> int:
         pipe = random_pipeline(args.random, dtype=_dtype(args.dtype, device), device=device)
         label = f"random-weight model '{args.random}' {SIZES[args.random]}"
     acc = [int(a) for a in args.acc_ratios.split(",")]
-    print(f"QueryAR bench: {label}; {args.size}x{args.size} px = {(args.size // 28) ** 2} tokens, batch {args.batch}, "
+    print(f"QueryAR bench: {label}; {args.size}x{args.size} px = {(args.size // pipe.latent_stride) ** 2} tokens, "
+          f"batch {args.batch}, "
           f"{args.steps} flow steps, cfg {args.cfg}, best of {args.repeats}; device {pipe.device}, dtype {pipe.dtype}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     results = run_bench(pipe, prompts=["a red apple on a wooden table"] * args.batch, height=args.size, width=args.size,
@@ -290,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder")
     p.add_argument("--dtype", choices=sorted(DTYPES))
     p.add_argument("--device")
-    p.add_argument("--fit", default="crop", choices=["crop", "resize", "error"], help="sizes not multiple of 28")
+    p.add_argument("--fit", default="crop", choices=["crop", "resize", "error"],
+                   help="sizes that are not multiples of the latent stride (28, or 32 for Qwen3-VL)")
     p.add_argument("--side-by-side", action="store_true")
     p.add_argument("--out-dir", default="outputs")
     p.set_defaults(func=cmd_reconstruct)

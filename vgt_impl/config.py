@@ -7,10 +7,9 @@ Every size here is a default or a preset; the real values of a checkpoint are re
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-Family = Literal["qwen2_5_vl", "internvl3"]
-FAMILIES: tuple[str, ...] = ("qwen2_5_vl", "internvl3")
+# The VLM families are the registered adapters of ``vgt_impl.backbones`` (``backbones.family_names()``).
 
 # Prompt template shared by both official families (configs/datasets/*/processors.py of the reference).
 INSTRUCTION = "<|im_start|>user\n{input}<|im_end|>\n<|im_start|>assistant\n"
@@ -18,7 +17,9 @@ GENERATION = "Generate an image: {input}"
 CFG_PROMPT = "Generate an image."  # the official unconditional (negative) prompt, before INSTRUCTION wrapping
 IMG_START_TOKEN = "<img>"
 
-LATENT_STRIDE = 28  # pixels per latent token side (ViT patch 14 x 2x2 merge)
+# Pixels per latent token side of the official families (ViT patch 14 x 2x2 merge). A model's own stride comes from its
+# base VLM's vision config (``FamilyAdapter.latent_stride``): Qwen3-VL's patch 16 x 2 gives 32.
+LATENT_STRIDE = 28
 LATENT_CHANNELS = 32
 
 # Normalisation constants of the vision encoders.
@@ -45,6 +46,7 @@ class AEConfig:
     hidden_size: int = 2048  # width of the vision features after merger / mlp1 (= down_blocks width)
     encoder_norm: bool = True  # channel LayerNorm on the latent
     num_res_blocks: int = 3
+    latent_stride: int | None = None  # pixels per latent token side; None = read from the base VLM's vision config
     # The DC-AE decoder config (diffusers AutoencoderDC); the vision tower's comes from the base model folder.
     decoder_config: dict[str, Any] = field(default_factory=dict)
 
@@ -59,6 +61,7 @@ class ARConfig:
     hidden_size: int = 2048
     query_grid: tuple[int, int] = (64, 64)  # max latent grid (h, w) of the learnable queries
     latent_dim: int = LATENT_CHANNELS
+    latent_stride: int = LATENT_STRIDE  # pixels per latent token side (set from the base VLM's vision config)
     flow_head: FlowHeadConfig = field(default_factory=FlowHeadConfig)
 
     def to_dict(self) -> dict[str, Any]:

@@ -21,9 +21,10 @@ MASK_RULES = ("any", "majority", "threshold")
 def pixel_mask_to_tokens(
     mask: torch.Tensor, *, rule: str = "any", threshold: float = 0.5, dilate: int = 0, stride: int = LATENT_STRIDE
 ) -> torch.Tensor:
-    """Pixel mask [B, H, W] or [H, W] (values in 0..1, 1 = regenerate) -> token mask [B, H/28, W/28] bool.
+    """Pixel mask [B, H, W] or [H, W] (values in 0..1, 1 = regenerate) -> token mask [B, H/s, W/s] bool.
 
-    A token is regenerated when, over its 28x28 pixels: ``any`` pixel is above 0.5; the ``majority`` of them is
+    ``stride`` (s) is the model's latent stride (``pipe.latent_stride``: 28 for the official families, 32 for
+    Qwen3-VL). A token is regenerated when, over its s x s pixels: ``any`` pixel is above 0.5; the ``majority`` of them is
     (mean > 0.5); or their mean exceeds ``threshold``. ``dilate`` then grows the mask by that many whole tokens.
     """
     if mask.ndim == 2:
@@ -63,7 +64,7 @@ def variation_mask(
 
 
 def check_context(
-    context: tuple[torch.Tensor, torch.Tensor], batch: int, h: int, w: int
+    context: tuple[torch.Tensor, torch.Tensor], batch: int, h: int, w: int, *, stride: int = LATENT_STRIDE
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate ``(latents [B,32,h,w], mask [B,h,w] | [h,w])`` -> (latents, mask [B, h*w] bool on the CPU)."""
     if not isinstance(context, (tuple, list)) or len(context) != 2:
@@ -74,7 +75,7 @@ def check_context(
     if tuple(latents.shape[-2:]) != (h, w):
         raise ValueError(
             f"context latents are {latents.shape[-2]}x{latents.shape[-1]} tokens but the requested size is {h}x{w} "
-            f"tokens ({h * LATENT_STRIDE}x{w * LATENT_STRIDE} px): encode the image at the generation size"
+            f"tokens ({h * stride}x{w * stride} px): encode the image at the generation size"
         )
     if latents.shape[0] == 1 and batch > 1:
         latents = latents.expand(batch, -1, -1, -1)

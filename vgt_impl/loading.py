@@ -10,12 +10,10 @@ from typing import Any
 import torch
 
 from .ar_model import VGTARModel, ar_config_from_shapes
-from .backbones import detect_family_from_dir, get_family
+from .backbones import detect_family_from_dir, display_name, get_family
 from .backbones.common import rebuild_meta_buffers
 
 logger = logging.getLogger(__name__)
-
-FAMILY_NAMES = {"qwen2_5_vl": "Qwen2.5-VL", "internvl3": "InternVL3"}
 
 
 def count_layers(keys, prefix: str = "llm.layers.") -> int:
@@ -28,9 +26,19 @@ def check_base_family(family: str, base_model: str | Path, what: str) -> None:
     base_family = detect_family_from_dir(base_model)
     if base_family != family:
         raise ValueError(
-            f"{what} is a {FAMILY_NAMES.get(family, family)} checkpoint but the base model folder {base_model} is "
-            f"{FAMILY_NAMES.get(base_family, base_family)}: pick the matching base model"
+            f"{what} is a {display_name(family)} checkpoint but the base model folder {base_model} is "
+            f"{display_name(base_family)}: pick the matching base model ({get_family(family).base_models})"
         )
+
+
+def check_stride(base_stride: int, stored: int | None, path: str | Path, base_model: str | Path) -> int:
+    """The latent stride of a model: its base folder's, which must agree with the one its converted config stored."""
+    if stored is not None and int(stored) != int(base_stride):
+        raise ValueError(
+            f"{path} was made with a latent stride of {stored} px per token but the base model folder {base_model} "
+            f"gives {base_stride} (ViT patch x merge): pick the base model it was tuned from"
+        )
+    return int(base_stride)
 
 
 def load_ar_model(
@@ -38,22 +46,26 @@ def load_ar_model(
     attn_implementation: str = "sdpa", prefer_ema: bool = True,
 ) -> tuple[VGTARModel, dict[str, Any]]:
     """Load an official (or converted) VGT-AR checkpoint -> (model, extras with the embedded VGT-AE weights)."""
-    from .checkpoints import detect_variant, load_checkpoint_file, load_strict, map_ar_state_dict
+    from .checkpoints import converted_config, detect_variant, load_checkpoint_file, load_strict, map_ar_state_dict
 
     sd = load_checkpoint_file(path, prefer_ema=prefer_ema)
     info = detect_variant(sd)
     if info.kind == "ae":
         raise ValueError(f"{path} is a VGT-AE checkpoint, not a VGT-AR one: load it as the autoencoder instead")
     family = info.family
+    stored = (converted_config(path) or {}) if info.kind == "converted_ar" else {}
     if family == "unknown":  # a converted file names its family in its config
-        from .checkpoints import converted_config
-
-        family = (converted_config(path) or {}).get("family", family)
+        family = stored.get("family", family)
+    if family == "unknown":
+        raise ValueError(f"{path}: cannot tell which VLM family this converted checkpoint is (its JSON config is "
+                         f"missing): re-convert it with `vgt convert`, or keep its .json sidecar beside it")
     check_base_family(family, base_model, str(path))
-    base_cfg = get_family(family).load_base_config(base_model)
+    fam = get_family(family)
+    base_cfg = fam.load_base_config(base_model)
+    stride = check_stride(fam.latent_stride(base_cfg), stored.get("latent_stride"), path, base_model)
     mapped, ae_sd, dropped = map_ar_state_dict(sd, family)
     shapes = {k: tuple(v.shape) for k, v in mapped.items()}
-    cfg = ar_config_from_shapes(family, base_cfg.text_config, shapes, count_layers(mapped))
+    cfg = ar_config_from_shapes(family, base_cfg.text_config, shapes, count_layers(mapped), latent_stride=stride)
     with torch.device("meta"):
         ar = VGTARModel(cfg, base_cfg.text_config, attn_implementation=attn_implementation)
     mapped = {k: v.to(dtype=dtype) if v.is_floating_point() else v for k, v in mapped.items()}

@@ -4,7 +4,7 @@ Tests, docs, the CLI and the ComfyUI nodes all go through this API::
 
     pipe = VGTPipeline.from_pretrained(ar_checkpoint, base_model=base_dir, dtype=torch.bfloat16, device=device)
     out = pipe.generate(["a red apple"], height=448, width=448, acc_ratio=4, generator=torch.Generator().manual_seed(0))
-    out.images  # [B, 3, H, W] in [-1, 1]; out.latents [B, 32, H/28, W/28]
+    out.images  # [B, 3, H, W] in [-1, 1]; out.latents [B, 32, H/s, W/s] (s = pipe.latent_stride: 28 or 32)
 """
 
 from __future__ import annotations
@@ -96,10 +96,15 @@ class VGTPipeline:
     """VGT-AR text-to-image with QueryAR parallel decoding, plus VGT-AE decoding of the result."""
 
     def __init__(self, ar, tokenizer, ae=None):
+        from .backbones import get_family
+
         self.ar = ar  # VGTARModel
         self.tokenizer = tokenizer
         self.ae = ae  # VGTAutoencoder or None
-        self._start_ids = tokenizer.encode(C.IMG_START_TOKEN, add_special_tokens=True)
+        self.adapter = get_family(ar.family)
+        self._start_ids = self.adapter.image_start_ids(tokenizer)
+        if ae is not None:
+            check_compatible(ar, ae)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -117,6 +122,11 @@ class VGTPipeline:
     @property
     def max_latent_size(self) -> tuple[int, int]:
         return tuple(self.ar.config.query_grid)
+
+    @property
+    def latent_stride(self) -> int:
+        """Pixels per latent token side (28 for the official families, 32 for Qwen3-VL's patch 16)."""
+        return self.ar.latent_stride
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -152,8 +162,6 @@ class VGTPipeline:
                 extras["ae_state_dict"], family=ar.family, base_model=ae_base_model or base_model,
                 decoder_config=decoder_config, dtype=dtype, device=device,
             )
-        if ae is not None and getattr(ae, "family", ar.family) != ar.family:
-            raise ValueError(f"VGT-AE family {ae.family!r} does not match the AR model family {ar.family!r}")
         from .backbones import get_family
 
         tokenizer = get_family(ar.family).load_tokenizer(base_model)
@@ -244,7 +252,7 @@ class VGTPipeline:
             sampler=sampler, last_step_size=last_step_size, mode=mode,
             interleave=(acc_ratio > 1 if isinstance(order, str) else max(len(g) for g in full_groups) > 1)
             if interleave is None else interleave,
-            qwen_positions=self.family == "qwen2_5_vl",
+            position_rule=self.adapter.position_rule,
         )
         run = dict(noise_fn=noise_fn, generator=generator, callback=callback)
         if context is None:
@@ -258,7 +266,7 @@ class VGTPipeline:
     def _decode_with_context(self, batch, h, w, full_groups, acc_ratio, settings, context, run):
         from .editing import check_context, context_groups
 
-        known, gen_mask = check_context(context, len(batch), h, w)  # [B,32,h,w] float, [B,h*w] bool
+        known, gen_mask = check_context(context, len(batch), h, w, stride=self.latent_stride)  # [B,32,h,w], [B,h*w]
         latents = known.to(device=self.device, dtype=torch.float32).clone()
         order = [i for g in full_groups for i in g]
         groups_used: list[list[int]] = []
@@ -286,15 +294,16 @@ class VGTPipeline:
 
     # ------------------------------------------------------------------ validation
     def check_size(self, height: int, width: int) -> tuple[int, int]:
-        """(height, width) in px -> latent (h, w); a clear error for sizes off the 28 grid or beyond the queries."""
-        s = C.LATENT_STRIDE
+        """(height, width) in px -> latent (h, w); a clear error for sizes off the stride grid or beyond the queries."""
+        s = self.latent_stride
         mh, mw = self.max_latent_size
         for name, v, m in (("height", height, mh), ("width", width, mw)):
             if not isinstance(v, int) or isinstance(v, bool):
                 raise TypeError(f"{name} must be an int number of pixels, got {v!r}")
             if v < s or v % s:
                 lo, hi = max(s, v // s * s), (v // s + 1) * s
-                raise ValueError(f"{name}={v} is not a multiple of {s}: use {lo} or {hi}")
+                raise ValueError(f"{name}={v} is not a multiple of {s}: use {lo} or {hi} (this model makes one latent "
+                                 f"token per {s}x{s} px)")
             if v // s > m:
                 raise ValueError(f"{name}={v} exceeds the query grid: at most {m * s} px ({m} tokens of {s} px)")
         return height // s, width // s
@@ -315,6 +324,18 @@ class VGTPipeline:
             raise ValueError(f"mode={mode!r}: expected one of {MODES}")
         if not isinstance(n_images, int) or n_images < 1:
             raise ValueError(f"num_images_per_prompt={n_images!r} must be an int >= 1")
+
+
+def check_compatible(ar, ae) -> None:
+    """A VGT-AR model and a VGT-AE work together only with the same family and the same latent stride."""
+    from .backbones import display_name
+
+    if getattr(ae, "family", ar.family) != ar.family:
+        raise ValueError(f"the VGT-AE is {display_name(ae.family)} but the VGT-AR model is {display_name(ar.family)}: "
+                         f"use the VGT-AE of the same family")
+    if getattr(ae, "stride", ar.latent_stride) != ar.latent_stride:
+        raise ValueError(f"the VGT-AE has a latent stride of {ae.stride} px per token but the VGT-AR model "
+                         f"{ar.latent_stride}: they come from different base models")
 
 
 def _rows_by_mask(gen_mask: torch.Tensor) -> list[tuple[list[int], list[bool]]]:

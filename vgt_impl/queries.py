@@ -11,7 +11,7 @@ from .config import LATENT_STRIDE
 
 
 class QueryGrid(nn.Module):
-    """Learnable queries + positions on a max grid (64x64 = 1792 px), centre-cropped to (h, w)."""
+    """Learnable queries + positions on a max grid (64x64 tokens = 1792 px at stride 28), centre-cropped to (h, w)."""
 
     def __init__(self, dim: int, max_size: tuple[int, int] = (64, 64), *, dtype: torch.dtype | None = None,
                  device: torch.device | str | None = None):
@@ -31,13 +31,13 @@ class QueryGrid(nn.Module):
         top, left = (mh - h) // 2, (mw - w) // 2
         return grid[:, :, top : top + h, left : left + w].flatten(2).transpose(1, 2)
 
-    def forward(self, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (queries = query + pos, pos), each [1, h*w, D]."""
+    def forward(self, h: int, w: int, stride: int = LATENT_STRIDE) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (queries = query + pos, pos), each [1, h*w, D]; ``stride`` (px per token) only words the size error."""
         mh, mw = self.max_size
         if not (1 <= h <= mh and 1 <= w <= mw):
             raise ValueError(
-                f"latent size {h}x{w} ({h * LATENT_STRIDE}x{w * LATENT_STRIDE} px) is outside the query grid: "
-                f"at most {mh}x{mw} tokens ({mh * LATENT_STRIDE}x{mw * LATENT_STRIDE} px)"
+                f"latent size {h}x{w} ({h * stride}x{w * stride} px) is outside the query grid: "
+                f"at most {mh}x{mw} tokens ({mh * stride}x{mw * stride} px)"
             )
         pos = self.crop(self.pos_grid, h, w)  # [1, h*w, D]
         return self.crop(self.query_grid, h, w) + pos, pos  # the reference adds pos to the metaquery

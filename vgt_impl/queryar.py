@@ -7,7 +7,8 @@ the next group's queries. The flow head samples one 32-d token per query; each i
 
 Two modes:
 - ``"reference"`` reproduces the official code, quirks included (no attention mask after the prefill, so cached pad
-  tokens stay visible; Qwen2.5-VL positions ``text_len + k * call_len + i``), which is what published scores used.
+  tokens stay visible; each family's position rule for cached calls, e.g. Qwen2.5-VL's ``text_len + k * call_len + i``),
+  which is what published scores used.
 - ``"corrected"`` masks padding in every cached step and continues each row's positions from its own last one,
   which makes a prompt's result independent of what it is batched with.
 """
@@ -36,7 +37,7 @@ class DecodeSettings:
     last_step_size: float = 0.04  # size of the final deterministic step
     mode: str = "reference"  # "reference" (quirks of the official code) or "corrected"
     interleave: bool = False  # feed [query, latent] pairs after each group (the reference does when acc_ratio > 1)
-    qwen_positions: bool = False  # reference Qwen2.5-VL position rule for cached calls
+    position_rule: str = "continue"  # reference-mode positions of cached calls (FamilyAdapter.position_rule)
 
 
 @dataclass
@@ -66,7 +67,7 @@ class _Decoder:
     def __init__(self, model, prefix: PrefixInputs, h: int, w: int, settings: DecodeSettings):
         self.model, self.settings = model, settings
         self.rows = prefix.text_embeds.shape[0]
-        queries, pos = model.queries(h, w)  # [1, N, D] each (queries already include pos)
+        queries, pos = model.queries(h, w, model.latent_stride)  # [1, N, D] each (queries already include pos)
         self.queries, self.pos = queries.to(model.dtype), pos.to(model.dtype)
         self.cache = _new_cache()
         self.prefix = prefix
@@ -100,8 +101,8 @@ class _Decoder:
         """A cached call on [R, L, D]; positions and mask by mode."""
         r, n = embeds.shape[:2]
         steps = torch.arange(n, device=embeds.device).unsqueeze(0)  # [1, L]
-        if self.settings.mode == "reference" and self.settings.qwen_positions:
-            position_ids = (self.text_len + self.groups_done * n + steps).expand(r, -1)  # reference Qwen rule
+        if self.settings.mode == "reference" and self.settings.position_rule == "padded_text_offset":
+            position_ids = (self.text_len + self.groups_done * n + steps).expand(r, -1)  # reference Qwen2.5-VL rule
         else:
             position_ids = self.last_pos + 1 + steps  # [R, L]
         mask = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,13 @@ def read_config_json(base_dir: str | Path) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON ({e}): re-download the base model's config.json") from e
+
+
+def count_indexed(keys, pattern: str) -> int:
+    """1 + the largest index captured by ``pattern`` (group 1) over ``keys``; 0 when none matches."""
+    pat = re.compile(pattern)
+    ids = {int(m.group(1)) for k in keys if (m := pat.match(k))}
+    return max(ids) + 1 if ids else 0
 
 
 def set_attn(config: Any, attn_implementation: str) -> Any:

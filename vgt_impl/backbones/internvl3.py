@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .common import BaseConfig, build_text_model, load_tokenizer, read_config_json, set_attn  # noqa: F401
-
-FAMILY = "internvl3"
-# The InternVL VGT-AE was trained in bf16 with its ImageNet mean/std buffers rounded to bf16; the released weights
-# expect exactly these values.
-PIXEL_MEAN = (0.484375, 0.455078125, 0.40625)
-PIXEL_STD = (0.228515625, 0.2236328125, 0.224609375)
+from ..config import IMG_START_TOKEN
+from .adapter import BaseKeyMap, BaseTensor, FamilyAdapter, PrefixRule, Shape, map_by_prefix, register
+from .common import BaseConfig, build_text_model, count_indexed, read_config_json, set_attn
 
 
 def _vision_from_remote(vc: dict[str, Any], image_size: int):
@@ -36,26 +33,6 @@ def _vision_from_remote(vc: dict[str, Any], image_size: int):
         use_mean_pooling=True, use_absolute_position_embeddings=True,
         attention_dropout=0.0, projection_dropout=0.0, hidden_dropout_prob=0.0,
     )
-
-
-def load_base_config(base_dir: str | Path) -> BaseConfig:
-    """Remote-code ``InternVLChatConfig`` folders (OpenGVLab/InternVL3-*) and native ``-hf`` folders."""
-    from transformers import InternVLConfig, Qwen2Config
-
-    raw = read_config_json(base_dir)
-    kind = raw.get("model_type")
-    if kind == "internvl_chat":
-        llm = {k: v for k, v in raw["llm_config"].items() if k not in ("architectures", "auto_map")}
-        text = Qwen2Config(**llm)
-        image_size = raw.get("force_image_size") or raw["vision_config"]["image_size"]
-        vision = _vision_from_remote(raw["vision_config"], int(image_size))
-        ratio = float(raw.get("downsample_ratio", 0.5))
-    elif kind == "internvl":
-        cfg = InternVLConfig.from_dict(raw)
-        text, vision, ratio = cfg.text_config, cfg.vision_config, float(cfg.downsample_ratio)
-    else:
-        raise ValueError(f"{base_dir} is a {kind!r} model, not InternVL3 (internvl_chat or internvl)")
-    return BaseConfig(FAMILY, vision, text, extra={"downsample_ratio": ratio, "llm_hidden_size": text.hidden_size})
 
 
 class InternVLEncoder(nn.Module):
@@ -79,14 +56,6 @@ class InternVLEncoder(nn.Module):
         return self.multi_modal_projector.linear_1.weight.dtype
 
 
-def build_vision_encoder(
-    base_cfg: BaseConfig, *, attn_implementation: str = "sdpa", out_hidden: int | None = None, **_: Any
-) -> nn.Module:
-    vc = set_attn(copy.deepcopy(base_cfg.vision_config), attn_implementation)
-    hidden = out_hidden or base_cfg.extra["llm_hidden_size"]
-    return InternVLEncoder(vc, hidden, base_cfg.extra.get("downsample_ratio", 0.5))
-
-
 def pixel_shuffle(x: torch.Tensor, scale: float = 0.5) -> torch.Tensor:
     """[B, H, W, C] -> [B, H*s, W*s, C/s^2] (InternVL ps_version v2 channel order)."""
     b, h, w, c = x.shape
@@ -94,25 +63,6 @@ def pixel_shuffle(x: torch.Tensor, scale: float = 0.5) -> torch.Tensor:
     x = x.permute(0, 2, 1, 3).reshape(b, int(w * scale), int(h * scale), int(c / scale**2))
     return x.permute(0, 2, 1, 3).contiguous()
 
-
-def vision_features(encoder: InternVLEncoder, pixels: torch.Tensor) -> torch.Tensor:
-    """Normalised pixels [B, 3, H, W] -> projected features [B, (H/28)*(W/28), D] in raster order."""
-    b, _, h, w = pixels.shape
-    p = encoder.vision_tower.config.patch_size
-    p = p[0] if isinstance(p, (list, tuple)) else p
-    out = encoder.vision_tower(pixel_values=pixels.to(encoder.dtype))
-    x = out.last_hidden_state[:, 1:]  # drop CLS: [B, (H/14)*(W/14), C]
-    x = pixel_shuffle(x.reshape(b, h // p, w // p, -1), encoder.downsample_ratio)  # [B, H/28, W/28, 4C]
-    return encoder.multi_modal_projector(x.reshape(b, -1, x.shape[-1]))
-
-
-def build_language_model(
-    text_config: Any, *, num_layers: int | None = None, attn_implementation: str = "sdpa", **_: Any
-) -> nn.Module:
-    """transformers' Qwen2Model (the InternVL3 LLM), optionally keeping the first ``num_layers`` layers."""
-    from transformers import Qwen2Model
-
-    return build_text_model(Qwen2Model, text_config, num_layers, attn_implementation)
 
 
 _VIT_RENAMES = [
@@ -132,55 +82,170 @@ _MLP1 = {"0": "layer_norm", "1": "linear_1", "3": "linear_2"}
 _QKV = re.compile(r"^encoder\.layers\.(\d+)\.attn\.qkv\.(weight|bias)$")
 
 
-def map_vit_key(key: str, value: torch.Tensor) -> dict[str, torch.Tensor]:
-    """One remote-code InternViT key (without prefix) -> native key(s); the fused qkv splits into q, k, v."""
+def vit_key_targets(key: str) -> list[tuple[str, int, int]]:
+    """One remote-code InternViT key (without prefix) -> [(native key, chunk, chunks)]; the fused qkv splits in 3."""
     m = _QKV.match(key)
     if m:
-        q, k, v = value.chunk(3, dim=0)
         base = f"vision_tower.encoder.layer.{m.group(1)}.attention."
-        return {f"{base}q_proj.{m.group(2)}": q, f"{base}k_proj.{m.group(2)}": k, f"{base}v_proj.{m.group(2)}": v}
+        return [(f"{base}{name}_proj.{m.group(2)}", i, 3) for i, name in enumerate("qkv")]
     for pattern, repl in _VIT_RENAMES:
         if re.match(pattern, key):
-            return {re.sub(pattern, repl, key): value}
+            return [(re.sub(pattern, repl, key), 0, 1)]
     raise ValueError(f"unexpected InternViT key {key!r}")
 
 
-def map_ae_state_dict(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Official InternVL3 VGT-AE keys -> ours: encoder.* / mlp1.* -> encoder.vision_tower.* / projector."""
-    mapped: dict[str, torch.Tensor] = {}
-    dropped: dict[str, str] = {}
-    for key, value in sd.items():
-        if key.startswith(("teacher.", "teacher_mlp1.")):
-            dropped[key.split(".")[0] + ".*"] = "distillation teacher of VGT-AE training, unused at inference"
-        elif key.startswith(("encoder.vision_tower.", "encoder.multi_modal_projector.")):
-            mapped[key] = value  # already in the native layout (a converted checkpoint)
-        elif key.startswith("encoder."):
-            for k, v in map_vit_key(key[len("encoder."):], value).items():
-                mapped["encoder." + k] = v
-        elif key.startswith("mlp1."):
-            idx, rest = key[len("mlp1."):].split(".", 1)
-            if idx not in _MLP1:
-                raise ValueError(f"unexpected projector key {key!r}")
-            mapped[f"encoder.multi_modal_projector.{_MLP1[idx]}.{rest}"] = value
-        else:
-            mapped[key] = value
-    return mapped, dropped
+def map_vit_key(key: str, value: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One remote-code InternViT key (without prefix) -> native key(s); the fused qkv splits into q, k, v."""
+    return {name: (value.chunk(n, dim=0)[i] if n > 1 else value) for name, i, n in vit_key_targets(key)}
 
 
-def map_llm_state_dict(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """AR checkpoint ``lmm.language_model.model.*`` -> Qwen2Model keys; lm_head and vision parts are dropped."""
-    mapped: dict[str, torch.Tensor] = {}
-    dropped: dict[str, str] = {}
-    prefix = "lmm.language_model.model."
-    for key, value in sd.items():
-        if not key.startswith("lmm."):
-            continue
-        if key.startswith(prefix):
-            mapped[key[len(prefix):]] = value
-        elif key == "lmm.language_model.lm_head.weight":
-            dropped["lmm.language_model.lm_head.weight"] = "text output head, unused for image generation"
-        elif key.startswith(("lmm.vision_model.", "lmm.mlp1.")):
-            dropped[".".join(key.split(".")[:2]) + ".*"] = "VLM vision tower, unused by VGT-AR (the VGT-AE has its own)"
+def mlp1_target(key: str) -> str:
+    """``0.weight`` (remote-code ``mlp1`` index + tensor) -> ``multi_modal_projector.layer_norm.weight``."""
+    idx, rest = key.split(".", 1)
+    if idx not in _MLP1:
+        raise ValueError(f"unexpected projector key mlp1.{key!r}")
+    return f"multi_modal_projector.{_MLP1[idx]}.{rest}"
+
+
+def _remote_vit(hub_key: str, rest: str) -> dict[str, BaseTensor]:
+    return {name: BaseTensor(hub_key, i, n) for name, i, n in vit_key_targets(rest)}
+
+
+def _remote_mlp1(hub_key: str, rest: str) -> dict[str, BaseTensor]:
+    return {mlp1_target(rest): BaseTensor(hub_key)}
+
+
+@register
+class InternVL3(FamilyAdapter):
+    """InternVL3: remote-code repos (``InternVLChatConfig``) and native ``-hf`` repos, both read without remote code."""
+
+    name = "internvl3"
+    display_name = "InternVL3"
+    model_types = ("internvl_chat", "internvl")
+    base_models = "InternVL3-2B (VGT-AR) / InternVL3-1B (its VGT-AE) (config.json + tokenizer files)"
+    image_start_marker = IMG_START_TOKEN  # "<img>" is one special token of the InternVL3 tokenizer
+    position_rule = "continue"
+    # The InternVL VGT-AE was trained in bf16 with its ImageNet mean/std buffers rounded to bf16; the released weights
+    # expect exactly these values.
+    pixel_mean = (0.484375, 0.455078125, 0.40625)
+    pixel_std = (0.228515625, 0.2236328125, 0.224609375)
+    reference_nonneg_skips_norm = True  # the reference normalises only inside its "x.min() < 0" branch
+
+    # ------------------------------------------------------------------ base folder
+    def load_base_config(self, base_dir: str | Path) -> BaseConfig:
+        """Remote-code ``InternVLChatConfig`` folders (OpenGVLab/InternVL3-*) and native ``-hf`` folders."""
+        from transformers import InternVLConfig, Qwen2Config
+
+        raw = read_config_json(base_dir)
+        kind = raw.get("model_type")
+        if kind == "internvl_chat":
+            llm = {k: v for k, v in raw["llm_config"].items() if k not in ("architectures", "auto_map")}
+            text = Qwen2Config(**llm)
+            image_size = raw.get("force_image_size") or raw["vision_config"]["image_size"]
+            vision = _vision_from_remote(raw["vision_config"], int(image_size))
+            ratio = float(raw.get("downsample_ratio", 0.5))
+        elif kind == "internvl":
+            cfg = InternVLConfig.from_dict(raw)
+            text, vision, ratio = cfg.text_config, cfg.vision_config, float(cfg.downsample_ratio)
         else:
-            raise ValueError(f"unexpected InternVL3 LLM key {key!r}")
-    return mapped, dropped
+            raise ValueError(f"{base_dir} is a {kind!r} model, not InternVL3 (internvl_chat or internvl)")
+        extra = {"downsample_ratio": ratio, "llm_hidden_size": text.hidden_size}
+        return BaseConfig(self.name, vision, text, extra=extra)
+
+    def latent_stride(self, base_cfg: BaseConfig) -> int:
+        p = base_cfg.vision_config.patch_size
+        p = p[0] if isinstance(p, (list, tuple)) else p
+        return int(round(int(p) / float(base_cfg.extra.get("downsample_ratio", 0.5))))
+
+    # ------------------------------------------------------------------ networks
+    def build_vision_encoder(self, base_cfg, *, attn_implementation="sdpa", out_hidden=None) -> nn.Module:
+        vc = set_attn(copy.deepcopy(base_cfg.vision_config), attn_implementation)
+        hidden = out_hidden or base_cfg.extra["llm_hidden_size"]
+        return InternVLEncoder(vc, hidden, base_cfg.extra.get("downsample_ratio", 0.5))
+
+    def vision_features(self, encoder: InternVLEncoder, pixels: torch.Tensor) -> torch.Tensor:
+        """Normalised pixels [B, 3, H, W] -> projected features [B, (H/28)*(W/28), D] in raster order."""
+        b, _, h, w = pixels.shape
+        p = encoder.vision_tower.config.patch_size
+        p = p[0] if isinstance(p, (list, tuple)) else p
+        out = encoder.vision_tower(pixel_values=pixels.to(encoder.dtype))
+        x = out.last_hidden_state[:, 1:]  # drop CLS: [B, (H/14)*(W/14), C]
+        x = pixel_shuffle(x.reshape(b, h // p, w // p, -1), encoder.downsample_ratio)  # [B, H/28, W/28, 4C]
+        return encoder.multi_modal_projector(x.reshape(b, -1, x.shape[-1]))
+
+    def build_language_model(self, text_config, *, num_layers=None, attn_implementation="sdpa") -> nn.Module:
+        """transformers' Qwen2Model (the InternVL3 LLM), optionally keeping the first ``num_layers`` layers."""
+        from transformers import Qwen2Model
+
+        return build_text_model(Qwen2Model, text_config, num_layers, attn_implementation)
+
+    # ------------------------------------------------------------------ official VGT checkpoints
+    def owns_ae_keys(self, keys: list[str], prefix: str = "") -> bool:
+        starts = tuple(prefix + s for s in ("encoder.encoder.layers.", "mlp1.", "encoder.vision_tower."))
+        return any(k.startswith(starts) for k in keys)
+
+    def ae_vision_sizes(self, keys: list[str], shape: Shape, prefix: str = "") -> tuple[int, int]:
+        p = re.escape(prefix)
+        if any(k.startswith(prefix + "encoder.vision_tower.") for k in keys):  # our (native) layout
+            layers = count_indexed(keys, p + r"encoder\.vision_tower\.encoder\.layer\.(\d+)\.")
+            return layers, shape(prefix + "encoder.vision_tower.embeddings.cls_token")[-1]
+        layers = count_indexed(keys, p + r"encoder\.encoder\.layers\.(\d+)\.")
+        return layers, shape(prefix + "encoder.embeddings.class_embedding")[-1]
+
+    def ar_llm_prefix(self, keys: list[str]) -> str | None:
+        return "lmm.language_model.model." if any(k.startswith("lmm.language_model.model.") for k in keys) else None
+
+    def map_ae_state_dict(self, sd):
+        """Official InternVL3 VGT-AE keys -> ours: encoder.* / mlp1.* -> encoder.vision_tower.* / projector."""
+        mapped: dict[str, torch.Tensor] = {}
+        dropped: dict[str, str] = {}
+        for key, value in sd.items():
+            if key.startswith(("teacher.", "teacher_mlp1.")):
+                dropped[key.split(".")[0] + ".*"] = "distillation teacher of VGT-AE training, unused at inference"
+            elif key.startswith(("encoder.vision_tower.", "encoder.multi_modal_projector.")):
+                mapped[key] = value  # already in the native layout (a converted checkpoint)
+            elif key.startswith("encoder."):
+                for k, v in map_vit_key(key[len("encoder."):], value).items():
+                    mapped["encoder." + k] = v
+            elif key.startswith("mlp1."):
+                mapped["encoder." + mlp1_target(key[len("mlp1."):])] = value
+            else:
+                mapped[key] = value
+        return mapped, dropped
+
+    def map_llm_state_dict(self, sd):
+        """AR checkpoint ``lmm.language_model.model.*`` -> Qwen2Model keys; lm_head and vision parts are dropped."""
+        mapped: dict[str, torch.Tensor] = {}
+        dropped: dict[str, str] = {}
+        prefix = "lmm.language_model.model."
+        for key, value in sd.items():
+            if not key.startswith("lmm."):
+                continue
+            if key.startswith(prefix):
+                mapped[key[len(prefix):]] = value
+            elif key == "lmm.language_model.lm_head.weight":
+                dropped["lmm.language_model.lm_head.weight"] = "text output head, unused for image generation"
+            elif key.startswith(("lmm.vision_model.", "lmm.mlp1.")):
+                dropped[".".join(key.split(".")[:2]) + ".*"] = "VLM vision tower, unused by VGT-AR (the VGT-AE has its own)"
+            else:
+                raise ValueError(f"unexpected InternVL3 LLM key {key!r}")
+        return mapped, dropped
+
+    # ------------------------------------------------------------------ base hub checkpoints
+    BASE_RULES: list[PrefixRule] = [
+        # remote-code repos (OpenGVLab/InternVL3-*): fused qkv, mlp1
+        ("language_model.model.", "llm", ""),
+        ("language_model.lm_head.", None, "text output head, unused by VGT"),
+        ("vision_model.", "vision", _remote_vit),
+        ("mlp1.", "vision", _remote_mlp1),
+        # native -hf repos: as saved by transformers >= 4.52, and the earlier layout without "model."
+        ("model.language_model.", "llm", ""),
+        ("model.vision_tower.", "vision", "vision_tower."),
+        ("model.multi_modal_projector.", "vision", "multi_modal_projector."),
+        ("vision_tower.", "vision", "vision_tower."),
+        ("multi_modal_projector.", "vision", "multi_modal_projector."),
+        ("lm_head.", None, "text output head, unused by VGT"),
+    ]
+
+    def map_base_keys(self, keys: Iterable[str], part: str) -> BaseKeyMap:
+        return map_by_prefix(keys, part, self.BASE_RULES, "InternVL3")

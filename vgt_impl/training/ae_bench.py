@@ -1,0 +1,135 @@
+"""Training-step figures of the autoencoder tasks: samples/s and peak memory of one VGT-AE / DC-AE optimizer step.
+
+Random weights (nothing to download): a VGT-AE of a named size (the Qwen2.5-VL vision tower layout; ``3b`` is the
+real Qwen2.5-VL-3B tower with the official DC-AE f32c32 decoder) or a DC-AE config. A step is what the loop runs:
+the generator phase (forward, backward, AdamW) and, with ``gan``, the discriminator phase. Timed after warm-up
+steps, with the device synchronised around the timed region only.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..autoencoder import DCAE_F32C32, VGTAutoencoder
+from ..config import AEConfig
+from .dcae import DCAE_SMALL, DCAEConfig, DCAETrainer, build_dcae
+from .vgtae import VGTAETrainer, stage_config
+
+# Qwen2.5-VL vision towers: (depth, hidden, heads, mlp, out_hidden, window, full-attention blocks) + decoder config
+_TINY_DECODER = dict(DCAE_SMALL, encoder_block_out_channels=[8, 8, 8, 16, 16, 32],
+                     decoder_block_out_channels=[8, 8, 8, 16, 16, 32], attention_head_dim=8)
+AE_SIZES: dict[str, dict[str, Any]] = {
+    "tiny": dict(depth=2, hidden=48, heads=3, mlp=96, out=64, window=56, full=[1], decoder=_TINY_DECODER),
+    "small": dict(depth=4, hidden=256, heads=4, mlp=512, out=512, window=112, full=[3], decoder=DCAE_SMALL),
+    "3b": dict(depth=32, hidden=1280, heads=16, mlp=3420, out=2048, window=112, full=[7, 15, 23, 31],
+               decoder=DCAE_F32C32),
+}
+
+
+def random_vgtae(size: str = "small", *, device: str | torch.device = "cpu") -> VGTAutoencoder:
+    """A random-weight Qwen2.5-VL-layout VGT-AE of a named size (fp32 master weights, train mode)."""
+    from transformers import Qwen2_5_VLConfig
+
+    from ..backbones.common import BaseConfig
+
+    if size not in AE_SIZES:
+        raise ValueError(f"VGT-AE size {size!r}: expected one of {sorted(AE_SIZES)}")
+    s = AE_SIZES[size]
+    vision = dict(depth=s["depth"], hidden_size=s["hidden"], num_heads=s["heads"], intermediate_size=s["mlp"],
+                  out_hidden_size=s["out"], window_size=s["window"], fullatt_block_indexes=s["full"], patch_size=14,
+                  spatial_merge_size=2, temporal_patch_size=2, hidden_act="silu", in_chans=3)
+    cfg = Qwen2_5_VLConfig(vision_config=vision, hidden_size=s["out"])
+    base = BaseConfig("qwen2_5_vl", cfg.vision_config, getattr(cfg, "text_config", cfg),
+                      extra={"llm_hidden_size": s["out"]})
+    with torch.device(device):
+        ae = VGTAutoencoder(AEConfig(family="qwen2_5_vl", hidden_size=s["out"], decoder_config=dict(s["decoder"])), base)
+    return ae.train()
+
+
+@dataclass
+class StepFigures:
+    what: str
+    batch: int
+    image_size: int
+    seconds: float  # per optimizer step (all phases)
+    peak_mb: float  # peak device memory (CUDA) or peak process RSS (CPU)
+
+    def row(self) -> str:
+        return (f"{self.what:<44} batch {self.batch:>3} @ {self.image_size:>3}px  {self.seconds * 1000:9.1f} ms/step  "
+                f"{self.batch / self.seconds:8.2f} samples/s  peak {self.peak_mb:9.0f} MB")
+
+
+def _peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_steps(trainer, images: torch.Tensor, *, steps: int, warmup: int, dtype: torch.dtype | None,
+               lr: float = 1e-4) -> tuple[float, float]:
+    """Mean seconds per step (generator + discriminator phases, AdamW) and peak memory in MB."""
+    device = images.device
+    gen_params = [p for n, p in trainer.named_parameters() if p.requires_grad and not n.startswith("discriminator.")]
+    opt_g = torch.optim.AdamW(gen_params, lr=lr, betas=(0.9, 0.95))
+    opt_d = torch.optim.AdamW(trainer.discriminator.parameters(), lr=lr) if trainer.discriminator is not None else None
+    amp = torch.autocast(device.type, dtype=dtype) if dtype is not None else torch.autocast(device.type, enabled=False)
+
+    def step() -> None:
+        with amp:
+            loss, _ = trainer.generator_loss(images, step=0)
+        loss.backward()
+        opt_g.step()
+        opt_g.zero_grad(set_to_none=True)
+        if opt_d is not None:
+            with amp:
+                d_loss, _ = trainer.discriminator_loss(images, step=0)
+            d_loss.backward()
+            opt_d.step()
+            opt_d.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return (time.perf_counter() - t0) / steps, _peak_mb(device)
+
+
+def bench_vgtae(size: str = "small", *, batch: int = 4, image_size: int = 224, stage: str = "2", gan: bool = True,
+                steps: int = 3, warmup: int = 1, device: str | torch.device = "cpu",
+                dtype: torch.dtype | None = None) -> StepFigures:
+    """One VGT-AE training step (stage 1 / 2 / paper; with or without the GAN phase) on random weights and images."""
+    device = torch.device(device)
+    cfg = stage_config(stage)
+    cfg.loss.gan.start_step = 0 if gan else -1
+    trainer = VGTAETrainer(random_vgtae(size, device=device), cfg).to(device).train()
+    images = torch.rand(batch, 3, image_size, image_size, device=device) * 2 - 1
+    sec, peak = time_steps(trainer, images, steps=steps, warmup=warmup, dtype=dtype)
+    return StepFigures(f"VGT-AE {size} stage {stage}{' + GAN' if gan else ''}", batch, image_size, sec, peak)
+
+
+def bench_dcae(model: Any = None, *, batch: int = 8, crop: int = 64, gan: bool = False, steps: int = 3,
+               warmup: int = 1, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> StepFigures:
+    """One DC-AE training step on ``crop`` px crops (random weights; ``model`` as ``vgt train dcae`` takes it)."""
+    device = torch.device(device)
+    cfg = DCAEConfig(model=model, crop_size=crop)
+    cfg.loss.gan.start_step = 0 if gan else -1
+    trainer = DCAETrainer(build_dcae(model), cfg).to(device).train()
+    images = torch.rand(batch, 3, crop, crop, device=device) * 2 - 1
+    sec, peak = time_steps(trainer, images, steps=steps, warmup=warmup, dtype=dtype)
+    n = sum(p.numel() for p in trainer.dcae.parameters()) / 1e6
+    return StepFigures(f"DC-AE {n:.1f}M params{' + GAN' if gan else ''}", batch, crop, sec, peak)
