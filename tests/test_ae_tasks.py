@@ -133,3 +133,36 @@ def test_dcae_task_learns_and_exports_a_diffusers_folder(image_folder, tmp_path)
     shadow = trainer.ema.shadow["dcae.decoder.conv_out.weight"]
     torch.testing.assert_close(dcae.decoder.conv_out.weight, shadow, atol=0, rtol=0)
     assert load_decoder_config(out)["decoder_block_out_channels"] == [8, 16, 32]  # what a new VGT-AE reads
+
+
+QWEN3_TINY = {  # a tiny Qwen3-VL (patch 14: 28 px per latent token)
+    "model_type": "qwen3_vl", "tie_word_embeddings": True,
+    "text_config": {"model_type": "qwen3_vl_text", "vocab_size": 320, "hidden_size": 32, "intermediate_size": 64,
+                    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8,
+                    "rope_theta": 5000000.0, "max_position_embeddings": 4096, "tie_word_embeddings": True,
+                    "rope_scaling": {"mrope_interleaved": True, "mrope_section": [2, 1, 1], "rope_type": "default"}},
+    "vision_config": {"model_type": "qwen3_vl", "depth": 2, "hidden_size": 16, "intermediate_size": 32,
+                      "num_heads": 2, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
+                      "out_hidden_size": 32, "num_position_embeddings": 256, "deepstack_visual_indexes": [1]},
+}
+
+
+def test_new_qwen3_vl_vgtae_from_base_and_dcae_folders(image_folder, tmp_path):
+    """`vgt train ae` with model.init=base on a third family: base VLM folder + a DC-AE folder -> trained export."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    from vgt_impl.training.ae_bench import AE_SIZES
+    from vgt_impl.training.dcae import build_dcae, export_dcae
+
+    torch.manual_seed(0)
+    Qwen3VLForConditionalGeneration(Qwen3VLConfig.from_dict(QWEN3_TINY)).save_pretrained(tmp_path / "base")
+    export_dcae(build_dcae(AE_SIZES["tiny"]["decoder"]), tmp_path / "dcae")
+    cfg = load_run_config("ae_tiny", [
+        f"data.source=[{image_folder}]", f"loop.output_dir={tmp_path / 'run'}", "loop.max_steps=2", "model.init=base",
+        f"model.base_model={tmp_path / 'base'}", f"model.dcae={tmp_path / 'dcae'}", "model.loss.gan.start_step=1"],
+        task="ae")
+    out = Trainer(cfg).train()
+    assert all(np.isfinite(r["loss"]) for r in metrics(tmp_path / "run"))
+    loaded = VGTAutoencoder.from_pretrained(out / "model.safetensors", base_model=out)
+    assert loaded.family == "qwen3_vl" and loaded.stride == 28
+    assert loaded.decode(loaded.encode(torch.rand(1, 3, 56, 56) * 2 - 1)).shape == (1, 3, 56, 56)

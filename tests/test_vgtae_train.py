@@ -151,7 +151,7 @@ def test_short_run_lowers_reconstruction_loss(reference_dir):
     ae, teacher = fresh(reference_dir, "internvl3")
     tr = VGTAETrainer(ae, tiny_cfg("1", gan_start=-1), teacher=teacher)
     opt = torch.optim.AdamW([p for p in tr.parameters() if p.requires_grad], lr=3e-3, betas=(0.9, 0.95))
-    x = F.interpolate(images(2, 4, seed=3), size=56, mode="bilinear")  # smooth colour fields
+    x = F.interpolate(images(2, 4, seed=3), size=28, mode="bilinear")  # smooth colour fields, one token each
     first = None
     for _ in range(12):
         loss, m = tr.generator_loss(x, 0)
@@ -191,3 +191,29 @@ def test_export_opens_in_from_pretrained_and_continues(reference_dir, tmp_path, 
     assert torch.isfinite(loss2) and m2["distill_loss"] > 0
     path2 = export_vgtae(ae2, tmp_path / "stage2", base_model=path.parent)
     assert VGTAutoencoder.from_pretrained(path2, base_model=path2.parent).config.encoder_norm is True
+
+
+@pytest.mark.parametrize("fam", list(BASE))
+def test_new_vgtae_from_base_folder_and_dcae_folder(reference_dir, fam):
+    from diffusers import AutoencoderDC
+
+    from vgt_impl.backbones.base_weights import build_base_vision_encoder
+    from vgt_impl.training.vgtae_io import new_vgtae
+
+    p = paths(reference_dir, fam)
+    ae = new_vgtae(p["base_model"], p["decoder_config"])  # the fixture's DC-AE folder carries weights
+    want = build_base_vision_encoder(p["base_model"], dtype=torch.float32).state_dict()
+    for k, v in ae.encoder.state_dict().items():
+        torch.testing.assert_close(v, want[k], atol=0, rtol=0, msg=k)
+    dec = AutoencoderDC.from_pretrained(str(p["decoder_config"])).decoder.state_dict()
+    for k, v in ae.decoder.state_dict().items():
+        torch.testing.assert_close(v, dec[k], atol=0, rtol=0, msg=k)
+    assert ae.config.encoder_norm is False and ae.training
+    for lin in (ae.down_mlp[1], ae.down_blocks[0].mlp[1]):
+        w, b = lin.weight.detach(), lin.bias.detach()
+        assert abs(float(w.std()) - 0.02) < 0.006 and float(b.abs().max()) == 0.0
+    tr = VGTAETrainer(ae, tiny_cfg("1", gan_start=-1))
+    loss, m = tr.generator_loss(images(), 0)
+    assert float(m["distill_loss"]) == 0.0  # the teacher is the starting encoder itself
+    loss.backward()
+    assert torch.isfinite(loss) and ae.encoder.training

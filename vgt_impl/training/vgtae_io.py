@@ -105,7 +105,8 @@ def export_vgtae(ae: VGTAutoencoder, folder: str | Path, *, base_model: str | Pa
     sd = {k: v.detach().to("cpu", dtype=dtype or v.dtype) for k, v in ae.state_dict().items()}
     info = detect_variant(sd)
     config = {"format": "comfyui-vgt/1", "kind": "ae", "family": ae.family, "variant": info.to_dict(),
-              "encoder_norm": bool(ae.config.encoder_norm), "decoder_config": ae.config.decoder_config,
+              "encoder_norm": bool(ae.config.encoder_norm), "latent_stride": ae.stride,
+              "decoder_config": ae.config.decoder_config,
               "source": "vgt train ae", **(extra or {})}
     path = save_converted(folder / "model.safetensors", sd, config)
     if teacher is not None:
@@ -130,12 +131,45 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
     return path, path.parent if (path.parent / "config.json").is_file() and path.name == "model.safetensors" else None
 
 
+def new_vgtae(base_model: str | Path, dcae: str | Path, *, attn_implementation: str = "sdpa",
+              device: str | torch.device = "cpu") -> VGTAutoencoder:
+    """A new VGT-AE (fp32, train mode): the base VLM's vision tower + merger / projector with its hub weights, fresh
+    ResBlocks and down-MLP (reference init), and the decoder of a diffusers ``AutoencoderDC`` folder with its weights.
+    """
+    from diffusers import AutoencoderDC
+
+    from ..autoencoder import load_decoder_config
+    from ..backbones import load_base
+    from ..backbones.base_weights import load_base_weights
+    from ..config import AEConfig
+
+    dcae = Path(dcae)
+    if not (dcae / "config.json").is_file():
+        raise FileNotFoundError(f"model.dcae={dcae}: expected a diffusers AutoencoderDC folder (config.json + weights)")
+    fam, base_cfg = load_base(base_model)
+    hidden = base_cfg.extra.get("llm_hidden_size", base_cfg.text_config.hidden_size)  # merger / mlp1 output width
+    cfg = AEConfig(family=fam.name, hidden_size=hidden, encoder_norm=False, decoder_config=load_decoder_config(dcae))
+    with torch.device(device):
+        ae = VGTAutoencoder(cfg, base_cfg, attn_implementation=attn_implementation)
+    load_strict(ae.encoder, load_base_weights(base_model, "vision", dtype=torch.float32),
+                what=f"{base_model} (vision encoder weights)")
+    decoder = AutoencoderDC.from_pretrained(str(dcae), torch_dtype=torch.float32).decoder
+    load_strict(ae.decoder, decoder.state_dict(), what=f"{dcae} (DC-AE decoder)")
+    init_new_layers(ae)
+    logger.info("new %s VGT-AE: encoder from %s, decoder from %s", fam.display_name, base_model, dcae)
+    return ae.train()
+
+
 def build_vgtae(mc) -> tuple[VGTAutoencoder, nn.Module | None, dict[str, Any]]:
     """The ``ae`` task's starting point from its ``model`` config -> (autoencoder, teacher or None, sources)."""
     if mc.init == "base":
-        raise ValueError(
-            "model.init=base (a new VGT-AE from a base VLM's vision weights + a DC-AE) needs the family base-weight "
-            "maps, which this version does not have yet: continue from a VGT-AE checkpoint (model.init=checkpoint)")
+        if not mc.base_model or not mc.dcae:
+            raise ValueError("model.init=base needs model.base_model (a base VLM folder with weights) and model.dcae "
+                             "(a diffusers AutoencoderDC folder, e.g. one `vgt train dcae` exported)")
+        ae = new_vgtae(mc.base_model, mc.dcae, attn_implementation=mc.attn_implementation)
+        teacher = _teacher_file(ae, mc.teacher) if mc.teacher else copy.deepcopy(ae.encoder).eval().requires_grad_(False)
+        return ae, teacher if mc.loss.distill_weight > 0 else None, {"base_model": str(mc.base_model),
+                                                                       "checkpoint": None, "dcae": str(mc.dcae)}
     if mc.init != "checkpoint":
         raise ValueError(f"model.init={mc.init!r}: expected checkpoint or base")
     if not mc.checkpoint:
@@ -148,10 +182,14 @@ def build_vgtae(mc) -> tuple[VGTAutoencoder, nn.Module | None, dict[str, Any]]:
     ae, teacher = vgtae_from_checkpoint(ckpt, base_model=base, decoder_config=mc.decoder_config,
                                         with_teacher=mc.loss.distill_weight > 0 and not mc.teacher)
     if mc.loss.distill_weight > 0 and mc.teacher:
-        teacher = copy.deepcopy(ae.encoder)
-        load_strict(teacher, load_checkpoint_file(mc.teacher), what=f"teacher weights {mc.teacher}")
-        teacher.eval().requires_grad_(False)
+        teacher = _teacher_file(ae, mc.teacher)
     return ae, teacher, {"base_model": str(base), "checkpoint": str(ckpt)}
+
+
+def _teacher_file(ae: VGTAutoencoder, path: str | Path) -> nn.Module:
+    teacher = copy.deepcopy(ae.encoder)
+    load_strict(teacher, load_checkpoint_file(path), what=f"teacher weights {path}")
+    return teacher.eval().requires_grad_(False)
 
 
 def export_vgtae_weights(task, folder: Path, weights: dict[str, torch.Tensor]) -> Path:
