@@ -166,3 +166,31 @@ def test_new_qwen3_vl_vgtae_from_base_and_dcae_folders(image_folder, tmp_path):
     loaded = VGTAutoencoder.from_pretrained(out / "model.safetensors", base_model=out)
     assert loaded.family == "qwen3_vl" and loaded.stride == 28
     assert loaded.decode(loaded.encode(torch.rand(1, 3, 56, 56) * 2 - 1)).shape == (1, 3, 56, 56)
+
+
+def test_gradient_checkpointing_recomputes_the_vision_blocks(reference_dir):
+    import copy
+
+    from vgt_impl.training.ae_tasks import AETaskConfig
+    from vgt_impl.training.vgtae_io import vgtae_from_checkpoint
+
+    base, ckpt = FIX["internvl3"]
+    r = reference_dir / "internvl3"
+    ae, teacher = vgtae_from_checkpoint(r / "ae" / ckpt, base_model=r / "base" / base,
+                                        decoder_config=r / "base" / "dc-ae-f32c32-sana-1.1-diffusers-tiny")
+    cfg = AETaskConfig()
+    cfg.loss.gan.start_step = -1
+    x = torch.rand(2, 3, 28, 28) * 2 - 1
+    grads, calls = [], []
+    for ckpt_on in (False, True):
+        task = AETask(cfg, copy.deepcopy(ae), teacher=teacher)
+        if ckpt_on:
+            task.enable_gradient_checkpointing()
+        n = [0]
+        task.ae.encoder.vision_tower.encoder.layer[0].attention.register_forward_hook(lambda *a: n.__setitem__(0, n[0] + 1))
+        loss, _ = task.generator_loss(x, 0)
+        loss.backward()
+        calls.append(n[0])
+        grads.append(task.ae.encoder.vision_tower.encoder.layer[0].attention.q_proj.weight.grad)
+    assert calls == [1, 2]  # the student's block runs again in backward (the teacher's copy has its own module)
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-7, rtol=0)

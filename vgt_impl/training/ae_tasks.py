@@ -145,6 +145,17 @@ class AETask(VGTAETrainer, _AETask):
                   ParamGroup("ae", [("ae." + n, p) for n, p in named if not n.startswith("encoder.")])]
         return [g for g in groups if g.params]
 
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute the vision encoder's transformer blocks in backward (transformers' own checkpointing)."""
+        from transformers import PreTrainedModel
+
+        towers = [m for m in self.ae.encoder.modules()
+                  if isinstance(m, PreTrainedModel) and m.supports_gradient_checkpointing]
+        if not towers:
+            raise NotImplementedError(f"the {self.ae.family} vision encoder does not support gradient checkpointing")
+        for m in towers[:1]:  # the outermost one covers its blocks
+            m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
     def draw(self, batch: dict[str, Any], images: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         """Latent noise draws per sample slot: a ~ U(0, gamma) [B], eps ~ N(0, I) [B, C, h, w]."""
         if not (self.training and self.cfg.noise_gamma > 0):
