@@ -88,6 +88,13 @@ class VGTModelHandle:
         # would leave some layers on the CPU. ComfyUI still frees other models to make room and offloads these after.
         mm.load_models_gpu(patchers, force_full_load=True)
 
+    def attach_ae(self, ae: VGTAEHandle) -> None:
+        """Use a separately loaded VGT-AE for previews and as this model's VGT-AE."""
+        if ae.family != self.family:
+            raise ValueError(f"the VGT-AE is {ae.family} but the model is {self.family}")
+        self.ae = ae
+        self.pipe.ae = ae.ae
+
 
 def load_model(ar_path, base_dir, *, ae_path=None, ae_base_dir=None, decoder=None, dtype_name="auto",
                attention="sdpa") -> VGTModelHandle:

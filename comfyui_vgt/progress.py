@@ -36,8 +36,10 @@ def make_callback(total_hint: int | None, *, preview_decoder: Callable | None = 
         every = max(1, math.ceil(total / MAX_PREVIEWS))
         preview = None
         if preview_decoder is not None and (step % every == 0 or step == total):
-            img = preview_decoder(preview_latents[:1].clone())[0]
-            preview = ("JPEG", image_to_pil(img), 512)
+            pil = image_to_pil(preview_decoder(preview_latents[:1].clone())[0])
+            # max_size = the image's own size: ComfyUI would otherwise scale it (up, too) to fit 512 px and the
+            # editor would caption a 224x224 image as 512x512.
+            preview = ("JPEG", pil, max(pil.size))
         state["bar"].update_absolute(step, total, preview)
 
     return callback

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from .autoencoder import VGTAEDecode, VGTAEEncode
 from .editing import VGTComposite, VGTInpaint, VGTOutpaintPad, VGTVariation
-from .loaders import VGTAELoader, VGTModelLoader
+from .examples import VGTExampleImage
+from .loaders import VGTAELoader, VGTModelLoader, VGTUnifiedLoader
 from .sampler import VGTQueryARSampler
 from .text import VGTTextEncode
 
 NODE_CLASS_MAPPINGS = {
+    "VGTUnifiedLoader": VGTUnifiedLoader,
     "VGTModelLoader": VGTModelLoader,
     "VGTAELoader": VGTAELoader,
     "VGTTextEncode": VGTTextEncode,
@@ -19,9 +21,11 @@ NODE_CLASS_MAPPINGS = {
     "VGTOutpaintPad": VGTOutpaintPad,
     "VGTVariation": VGTVariation,
     "VGTComposite": VGTComposite,
+    "VGTExampleImage": VGTExampleImage,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
+    "VGTUnifiedLoader": "VGT Unified Loader",
     "VGTModelLoader": "Load VGT Model",
     "VGTAELoader": "Load VGT-AE",
     "VGTTextEncode": "VGT Text Encode",
@@ -32,4 +36,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "VGTOutpaintPad": "VGT Outpaint Pad",
     "VGTVariation": "VGT Variation",
     "VGTComposite": "VGT Composite Original",
+    "VGTExampleImage": "VGT Example Image",
 }

@@ -19,6 +19,7 @@ class VGTAEEncode:
     FUNCTION = "encode"
     RETURN_TYPES = (T.VGT_LATENT,)
     RETURN_NAMES = ("samples",)
+    OUTPUT_TOOLTIPS = ("VGT latents [B, 32, H/28, W/28]: for VGT-AE Decode or the editing nodes.",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -44,6 +45,7 @@ class VGTAEDecode:
     FUNCTION = "decode"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("image",)
+    OUTPUT_TOOLTIPS = ("The decoded images (IMAGE, 0..1).",)
 
     @classmethod
     def INPUT_TYPES(cls):

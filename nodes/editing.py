@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from ..comfyui_vgt import generate
 from ..comfyui_vgt import images as I
 from ..comfyui_vgt import types as T
+from ..comfyui_vgt.releases import show_on_node
 from .common import CATEGORY, model_input, optional_inputs, positive_input, sampling_inputs
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ def _edit(model, positive, negative, samples, gen_mask, **kw) -> dict:
         raise ValueError(f"mask batch {gen_mask.shape[0]} does not match the {b} latents: give 1 mask or {b}")
     gen_mask = gen_mask.expand(b, h, w)
     if not bool(gen_mask.any()):
-        logger.warning("the mask covers no token: returning the input unchanged")
+        show_on_node("Nothing to regenerate: the mask covers no token, so the latents are returned unchanged.")
         return T.make_latent(z.clone(), samples.get("family") or model.family)
     return generate.run(model, positive, negative, width=w * 28, height=h * 28, batch_size=b,
                         context=(z, gen_mask), **kw)
@@ -47,6 +48,7 @@ class VGTInpaint:
     FUNCTION = "inpaint"
     RETURN_TYPES = (T.VGT_LATENT, "MASK")
     RETURN_NAMES = ("samples", "token_mask")
+    OUTPUT_TOOLTIPS = ("The latents with the masked tokens regenerated (the others unchanged).", "The tokens that were regenerated, as a pixel MASK: feed it to VGT Composite Original.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -69,7 +71,8 @@ class VGTInpaint:
         z = T.check_latent(samples)
         h, w = z.shape[-2:]
         if float(mask.max()) <= 0.0:  # an empty mask (e.g. LoadImage without alpha): a documented no-op
-            logger.warning("VGT Inpaint: the mask is empty, returning the latents unchanged")
+            show_on_node("The mask is empty: nothing was regenerated and the image comes back unchanged. Paint a mask "
+                         "(right-click Load Image > Open in MaskEditor) or connect one.")
             return (T.make_latent(z.clone(), samples.get("family")), torch.zeros(z.shape[0], h * 28, w * 28))
         m = mask.cpu().float()
         m = m.unsqueeze(0) if m.ndim == 2 else m
@@ -88,6 +91,7 @@ class VGTOutpaintPad:
     FUNCTION = "pad"
     RETURN_TYPES = (T.VGT_LATENT, "MASK")
     RETURN_NAMES = ("samples", "mask")
+    OUTPUT_TOOLTIPS = ("The padded latents (new tokens empty).", "The new area as a pixel MASK: feed it with the latents to VGT Inpaint.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -120,6 +124,7 @@ class VGTVariation:
     FUNCTION = "vary"
     RETURN_TYPES = (T.VGT_LATENT,)
     RETURN_NAMES = ("samples",)
+    OUTPUT_TOOLTIPS = ("The latents with a fraction of tokens regenerated.",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -155,6 +160,7 @@ class VGTComposite:
     FUNCTION = "composite"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("image",)
+    OUTPUT_TOOLTIPS = ("The edited image pasted over the original outside the mask.",)
 
     @classmethod
     def INPUT_TYPES(cls):

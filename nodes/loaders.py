@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..comfyui_vgt import folders
 from ..comfyui_vgt import model as M
+from ..comfyui_vgt import releases as R
 from ..comfyui_vgt import types as T
 from .common import CATEGORY
 
@@ -29,6 +30,50 @@ def _decoder(name: str):
     return None if name == BUILTIN_DCAE else folders.base_path(name)
 
 
+OUTPUT_TIPS = ("The VGT model (language model + queries + flow head): wire it into VGT Text Encode and the sampler.",
+               "Its VGT-AE (encoder + DC-AE decoder): wire it into VGT-AE Decode / Encode.")
+
+
+class VGTUnifiedLoader:
+    DESCRIPTION = ("One choice loads a VGT model: a released model (its checkpoint, base config + tokenizer and "
+                   "decoder config are found in models/vgt, and the missing files are downloaded when the node runs, "
+                   "with progress) or any VGT-AR checkpoint in models/vgt (its family's base folders are fetched "
+                   "the same way). For hand-picked files use Load VGT Model.")
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (T.VGT_MODEL, T.VGT_AE)
+    RETURN_NAMES = ("model", "vgt_ae")
+    OUTPUT_TOOLTIPS = OUTPUT_TIPS
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (R.choices(), {"tooltip": "A released VGT model (its missing files are downloaded into "
+                                                   "models/vgt on first use, several GB) or a VGT-AR checkpoint "
+                                                   "found in models/vgt."}),
+                "download_missing": ("BOOLEAN", {"default": True, "tooltip": "Download missing files from the "
+                                                 "Hugging Face hub when the node runs (only the files this model "
+                                                 "needs). Off: a missing file is an error that lists the download "
+                                                 "commands."}),
+                "dtype": (DTYPE_CHOICES, {"default": "auto", "tooltip": "Weight dtype; auto lets ComfyUI choose (bf16 on recent GPUs)."}),
+                "attention": (ATTENTION_CHOICES, {"default": "sdpa", "tooltip": "Attention kernel of the language model: sdpa (PyTorch), eager, or flash_attention_2 (needs flash-attn on a CUDA GPU)."}),
+            }
+        }
+
+    def load(self, model, download_missing, dtype, attention):
+        _check_attention(attention)
+        release, res = R.resolve(model, download_missing)
+        base = res.paths["base_model"]
+        handle = M.load_model(res.paths["ar_checkpoint"], base, ae_base_dir=res.paths.get("ae_base_model", base),
+                              decoder=res.paths.get("decoder_config"), dtype_name=dtype, attention=attention)
+        if handle.ae is None:  # a checkpoint without its VGT-AE: the release's stand-alone one
+            ae = M.load_ae(R.resolve_ae(release, download_missing), res.paths.get("ae_base_model", base),
+                           decoder=res.paths.get("decoder_config"), dtype_name=dtype)
+            handle.attach_ae(ae)
+        return (handle, handle.ae)
+
+
 class VGTModelLoader:
     DESCRIPTION = ("Loads a VGT-AR checkpoint (VGT-Qwen2.5-VL or VGT-InternVL3, detected from the file) with its base "
                    "VLM folder (config + tokenizer) and its VGT-AE. Outputs the model and the VGT-AE.")
@@ -36,6 +81,7 @@ class VGTModelLoader:
     FUNCTION = "load"
     RETURN_TYPES = (T.VGT_MODEL, T.VGT_AE)
     RETURN_NAMES = ("model", "vgt_ae")
+    OUTPUT_TOOLTIPS = OUTPUT_TIPS
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -74,6 +120,7 @@ class VGTAELoader:
     FUNCTION = "load"
     RETURN_TYPES = (T.VGT_AE,)
     RETURN_NAMES = ("vgt_ae",)
+    OUTPUT_TOOLTIPS = ("The VGT-AE: wire it into VGT-AE Encode / Decode.",)
 
     @classmethod
     def INPUT_TYPES(cls):

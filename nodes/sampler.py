@@ -15,6 +15,7 @@ class VGTQueryARSampler:
     FUNCTION = "sample"
     RETURN_TYPES = (T.VGT_LATENT,)
     RETURN_NAMES = ("samples",)
+    OUTPUT_TOOLTIPS = ("The generated VGT latents: decode them with VGT-AE Decode.",)
 
     @classmethod
     def INPUT_TYPES(cls):

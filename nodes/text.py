@@ -13,6 +13,7 @@ class VGTTextEncode:
     FUNCTION = "encode"
     RETURN_TYPES = (T.VGT_CONDITIONING,)
     RETURN_NAMES = ("conditioning",)
+    OUTPUT_TOOLTIPS = ("The templated, tokenised prompt: the sampler's positive or negative.",)
 
     @classmethod
     def INPUT_TYPES(cls):

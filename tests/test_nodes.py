@@ -42,6 +42,7 @@ def test_node_contract(name, comfy_folders):
 
 # Saved workflows refer to node ids and input names: renaming one breaks users' files. Add, never rename.
 STABLE = {
+    "VGTUnifiedLoader": ["model", "download_missing", "dtype", "attention"],
     "VGTModelLoader": ["ar_checkpoint", "base_model", "vgt_ae", "ae_base_model", "decoder_config", "dtype", "attention"],
     "VGTAELoader": ["vgt_ae", "base_model", "decoder_config", "dtype"],
     "VGTTextEncode": ["model", "text"],
@@ -306,3 +307,53 @@ def test_entry_point_without_install(with_comfy):
     if out.stdout.strip() == "installed":
         pytest.skip("vgt_impl is pip-installed (not editable) here: the bundled-copy path cannot be exercised")
     assert int(out.stdout.strip()) == (len(NODES) if with_comfy else 0)
+
+
+# ------------------------------------------------------------------------------------------------------ one-choice loader
+def test_unified_loader_lists_releases_then_other_checkpoints(comfy_env):
+    (comfy_env / "models" / "vgt" / "mine").mkdir()
+    (comfy_env / "models" / "vgt" / "mine" / "ft.safetensors").write_bytes(b"")
+    choices = NODES["VGTUnifiedLoader"].INPUT_TYPES()["required"]["model"][0]
+    assert choices == ["VGT-Qwen2.5-VL-2B-SFT", "VGT-Qwen2.5-VL-2B-Pretrain", "VGT-InternVL3-1.6B-SFT",
+                       "VGT-InternVL3-1.6B-Pretrain", "mine/ft.safetensors"]  # the release's own file and vgt_ae/ not repeated
+    out = NODES["VGTUnifiedLoader"].OUTPUT_TOOLTIPS
+    assert len(out) == 2 and all(out)
+
+
+def test_unified_loader_finds_a_release_in_place_and_a_plain_checkpoint(comfy_env, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing may be downloaded here
+    model, ae = NODES["VGTUnifiedLoader"]().load("VGT-Qwen2.5-VL-2B-SFT", True, "auto", "sdpa")
+    assert model.family == "qwen2_5_vl" and ae is model.ae
+    (pos,) = NODES["VGTTextEncode"]().encode(model, "a red apple")
+    assert _sample(model, pos, steps=1)["samples"].shape == (1, 32, 4, 4)
+    vgt = comfy_env / "models" / "vgt"
+    (vgt / "finetune").mkdir()
+    (vgt / "finetune" / "step_100.pth").symlink_to((vgt / "vgt_qwen25vl_2B_sft" / "iter_5000.pth").resolve())
+    model2, _ = NODES["VGTUnifiedLoader"]().load("finetune/step_100.pth", False, "auto", "sdpa")
+    assert model2.family == "qwen2_5_vl"
+    with pytest.raises(ValueError, match="is a VGT-AE checkpoint"):
+        NODES["VGTUnifiedLoader"]().load("vgt_ae/vgt_ae_qwen25vl.pth", False, "auto", "sdpa")
+
+
+def test_unified_loader_with_an_empty_models_folder(comfy_folders, reference_dir, monkeypatch):
+    """Empty models folder + the stand-in hub: the files arrive with progress and an image is made; with the hub
+    unreachable (or download_missing off), one error lists the files and the commands."""
+    import huggingface_hub.constants as constants
+    from hub_server import StandInHub, fixture_repos
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    progress = []
+    comfy.utils.set_progress_bar_global_hook(lambda v, t, p, node_id=None: progress.append((v, t)))
+    loader = NODES["VGTUnifiedLoader"]()
+    with pytest.raises(FileNotFoundError, match=r"(?s)download_missing is off.*hf download hustvl/vgt_qwen25vl_2B_sft"):
+        loader.load("VGT-Qwen2.5-VL-2B-SFT", False, "auto", "sdpa")
+    with StandInHub(fixture_repos(reference_dir)) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        model, ae = loader.load("VGT-Qwen2.5-VL-2B-SFT", True, "auto", "sdpa")
+    assert (comfy_folders / "models" / "vgt" / "vgt_qwen25vl_2B_sft" / "iter_5000.pth").is_file()
+    assert progress and progress[-1][0] == progress[-1][1] > 1_000_000  # bytes of every file
+    (pos,) = NODES["VGTTextEncode"]().encode(model, "a red apple")
+    (img,) = NODES["VGTAEDecode"]().decode(ae, _sample(model, pos, steps=1))
+    assert img.shape == (1, 112, 112, 3)
+    with pytest.raises(FileNotFoundError, match=r"(?s)9 file\(s\) missing .*hub unreachable"):  # the decoder config is there
+        loader.load("VGT-InternVL3-1.6B-SFT", True, "auto", "sdpa")  # HF_ENDPOINT now points at a closed port

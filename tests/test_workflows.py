@@ -7,7 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -17,13 +16,18 @@ STUBS = Path(__file__).resolve().parent / "comfy_stubs"
 if str(STUBS) not in sys.path:
     sys.path.insert(0, str(STUBS))
 
-import folder_paths  # noqa: E402
-from pack_env import DCAE, NODES, wf  # noqa: E402
+import run as wf_run  # noqa: E402 (workflows/run.py, on the path through pack_env)
+from pack_env import NODES, wf  # noqa: E402
 
 pytest_plugins = ["pack_env"]  # the comfy_env / comfy_folders fixtures
 
-WORKFLOWS = sorted(p for p in (ROOT / "workflows").glob("*.json") if not p.name.endswith(".api.json"))
-TINY = {"width": 112, "height": 112, "steps": 2, "left": 28, "right": 28, "decoder_config": DCAE}
+WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
+TINY = {"model": "VGT-Qwen2.5-VL-2B-SFT", "download_missing": False, "width": 112, "height": 112, "steps": 2,
+        "left": 28, "right": 28}
+
+
+def api_path(ui_path: Path) -> Path:
+    return ui_path.parent / "api" / ui_path.name
 # The core ComfyUI node types the examples may use (declared as ComfyUI 0.8 does, in workflows/build.py).
 CORE_TYPES = {"LoadImage", "SaveImage", "PreviewImage", "ImageStitch", "ImageCompositeMasked", "GrowMask"}
 
@@ -31,7 +35,37 @@ CORE_TYPES = {"LoadImage", "SaveImage", "PreviewImage", "ImageStitch", "ImageCom
 def test_workflows_exist():
     names = {p.stem for p in WORKFLOWS}
     assert {"vgt_text_to_image", "vgt_reconstruction", "vgt_parallel_decoding"} <= names
-    assert all(p.with_name(p.stem + ".api.json").is_file() for p in WORKFLOWS)
+    assert all(api_path(p).is_file() for p in WORKFLOWS)
+
+
+def test_templates_folder_holds_only_ui_workflows_and_their_thumbnails():
+    """ComfyUI 0.8 lists every workflows/*.json of a pack as a template (not sub-folders) and its frontend shows
+    workflows/<name>.jpg as the thumbnail: only UI-format files there, each with its picture."""
+    folder = ROOT / "workflows"
+    files = {p.name for p in folder.iterdir() if p.is_file()}
+    assert files == {f"{p.stem}.{ext}" for p in WORKFLOWS for ext in ("json", "jpg")} | {
+        "build.py", "run.py", "render_thumbnails.py"}
+    for path in WORKFLOWS:
+        ui = json.loads(path.read_text())
+        assert isinstance(ui.get("nodes"), list) and "links" in ui and "class_type" not in path.read_text()
+        with Image.open(path.with_suffix(".jpg")) as thumb:
+            assert thumb.format == "JPEG" and 128 <= max(thumb.size) <= 1024
+    assert {p.name for p in (folder / "api").iterdir()} == {p.name for p in WORKFLOWS}
+
+
+def test_templates_that_edit_use_the_shipped_example_with_a_real_mask(comfy_folders):
+    image, mask = NODES["VGTExampleImage"]().load("vgt_example.png")
+    assert image.shape == (1, 448, 448, 3) and mask.shape == (1, 448, 448)
+    assert 0.02 < float(mask.mean()) < 0.2 and set(mask.unique().tolist()) <= {0.0, 1.0}
+    for path in WORKFLOWS:
+        api = json.loads(api_path(path).read_text())
+        types = {n["class_type"] for n in api.values()}
+        assert "LoadImage" not in types, f"{path.name}: needs a file in ComfyUI's input folder"
+        for n in api.values():
+            if n["class_type"] == "VGTQueryARSampler":
+                assert (n["inputs"]["width"], n["inputs"]["height"]) == (448, 448)  # the released models' size
+            if n["class_type"] == "VGTUnifiedLoader":
+                assert n["inputs"]["model"] == "VGT-Qwen2.5-VL-2B-SFT" and n["inputs"]["download_missing"] is True
 
 
 def test_only_known_node_types(comfy_folders):
@@ -42,7 +76,7 @@ def test_only_known_node_types(comfy_folders):
 
 
 def test_parallel_decoding_compares_1_4_16():
-    api = json.loads((ROOT / "workflows" / "vgt_parallel_decoding.api.json").read_text())
+    api = json.loads((ROOT / "workflows" / "api" / "vgt_parallel_decoding.json").read_text())
     samplers = [n["inputs"] for n in api.values() if n["class_type"] == "VGTQueryARSampler"]
     assert sorted(s["parallel_tokens"] for s in samplers) == [1, 4, 16]
     assert len({s["seed"] for s in samplers}) == 1
@@ -98,7 +132,7 @@ def test_ui_workflow_is_valid(path, comfy_env):
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_api_workflow_matches_ui(path, comfy_env):
     specs = wf.node_specs()
-    api = json.loads(path.with_name(path.stem + ".api.json").read_text())
+    api = json.loads(api_path(path).read_text())
     for nid, n in api.items():
         spec = specs[n["class_type"]]
         declared = {nm: s for nm, s, _ in wf.ordered_inputs(spec)}
@@ -114,54 +148,24 @@ def test_api_workflow_matches_ui(path, comfy_env):
 
 
 # ------------------------------------------------------------------------------------------------------ execution
-def _load_image(image):
-    img = Image.open(Path(folder_paths.get_input_directory()) / image)
-    arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-    mask = 1.0 - np.asarray(img.getchannel("A"), dtype=np.float32) / 255.0
-    return torch.from_numpy(arr)[None], torch.from_numpy(mask)[None]
-
-
-def _stitch(image1, direction, match_image_size, spacing_width, spacing_color, image2=None):
-    h = max(image1.shape[1], image2.shape[1])
-    pad = lambda x: torch.nn.functional.pad(x, (0, 0, 0, 0, 0, h - x.shape[1]))  # noqa: E731
-    return (torch.cat([pad(image1), pad(image2)], dim=2),)
-
-
-CORE_IMPL = {
-    "LoadImage": lambda image: _load_image(image),
-    "SaveImage": lambda images, filename_prefix: {"saved": images},
-    "ImageStitch": _stitch,
-}
+def _small_example(class_type, out):
+    """The 448 px example picture at 140x126 (not a multiple of 28) for the tiny models' 8x8 query grid."""
+    if class_type != "VGTExampleImage":
+        return out
+    image = torch.nn.functional.interpolate(out[0].movedim(-1, 1), size=(126, 140), mode="bilinear").movedim(1, -1)
+    mask = torch.nn.functional.interpolate(out[1][:, None], size=(126, 140), mode="nearest")[:, 0]
+    return (image, mask)
 
 
 def execute(api: dict, overrides: dict | None = None) -> dict:
-    """Run an API-format workflow through the node classes (a tiny topological executor)."""
-    results: dict[str, tuple] = {}
-
-    def run(nid):
-        if nid in results:
-            return results[nid]
-        node = api[nid]
-        kwargs = {}
-        for name, value in node["inputs"].items():
-            kwargs[name] = run(value[0])[value[1]] if isinstance(value, list) else (overrides or {}).get(name, value)
-        if node["class_type"] in NODES:
-            obj = NODES[node["class_type"]]()
-            results[nid] = getattr(obj, obj.FUNCTION)(**kwargs)
-        else:
-            results[nid] = CORE_IMPL[node["class_type"]](**kwargs)
-        return results[nid]
-
-    for nid in api:
-        run(nid)
-    return results
+    return wf_run.execute(api, NODES, overrides, after=_small_example)
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_runs_on_tiny_model(path, comfy_env):
-    api = json.loads(path.with_name(path.stem + ".api.json").read_text())
+    api = json.loads(api_path(path).read_text())
     out = execute(api, TINY)
-    saved = [r["saved"] for r in out.values() if isinstance(r, dict) and "saved" in r]
+    saved = wf_run.saved_images(out)
     assert saved, "the workflow saves no image"
     for images in saved:
         assert images.ndim == 4 and images.shape[-1] == 3 and images.dtype == torch.float32
@@ -179,4 +183,4 @@ def test_workflow_files_match_their_generator(comfy_env):
     for name, graph in wf.GRAPHS.items():
         ui, api = wf.build(graph, specs)
         assert json.loads((ROOT / "workflows" / f"{name}.json").read_text()) == ui, name
-        assert json.loads((ROOT / "workflows" / f"{name}.api.json").read_text()) == api, name
+        assert json.loads((ROOT / "workflows" / "api" / f"{name}.json").read_text()) == api, name

@@ -173,7 +173,9 @@ class VGTAutoencoder(nn.Module):
         device = torch.device(device)
         with torch.device("meta"):
             model = cls(config, base_cfg, attn_implementation=attn_implementation)
-        mapped = {k: v.to(dtype=dtype) if v.is_floating_point() else v for k, v in mapped.items()}
+        from .checkpoints import materialize
+
+        mapped = materialize(mapped, dtype)  # tensor by tensor, file pages released as it goes
         load_strict(model, mapped, dropped=dropped, what=f"{what} ({fam.display_name} VGT-AE)", assign=True)
         rebuild_meta_buffers(model, device)
         return model.to(device=device).eval().requires_grad_(False)

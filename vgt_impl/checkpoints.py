@@ -160,6 +160,64 @@ def load_checkpoint_file(
     return (out, info) if with_info else out
 
 
+def _madvise_dontneed():
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return lambda start, length: libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(length), 4)  # DONTNEED
+    except (OSError, AttributeError):
+        return None
+
+
+def _checkpoint_mappings() -> list[tuple[int, int]]:
+    """Address ranges of this process's memory maps of checkpoint files (``torch.load(mmap=True)``); Linux only."""
+    try:
+        lines = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        parts = line.split(maxsplit=5)
+        if len(parts) == 6 and parts[5].strip().endswith(PICKLE_SUFFIXES):
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            out.append((lo, hi))
+    return out
+
+
+def release_pages(tensor: torch.Tensor, mappings: list[tuple[int, int]]) -> None:
+    """Drop the resident pages of a tensor memory-mapped from a checkpoint file (re-read from the file if touched
+    again), so reading a large file tensor by tensor does not keep it all in RAM. Only tensors inside a checkpoint
+    file's mapping are touched (never heap memory); whole pages inside the tensor only."""
+    import mmap
+
+    if tensor.device.type != "cpu" or tensor.numel() == 0:
+        return
+    start = tensor.data_ptr()
+    end = start + tensor.numel() * tensor.element_size()
+    if not any(lo <= start and end <= hi for lo, hi in mappings):
+        return
+    madvise = _madvise_dontneed()
+    page = mmap.PAGESIZE
+    start, end = (start + page - 1) // page * page, end // page * page
+    if madvise is not None and end > start:
+        madvise(start, end - start)
+
+
+def materialize(tensors: Mapping[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Own copies of checkpoint tensors, floating ones converted to ``dtype``, one tensor at a time: each source
+    tensor's file pages are released right after its copy, so peak memory is about the weights loaded."""
+    mappings = _checkpoint_mappings()
+    out: dict[str, torch.Tensor] = {}
+    for key, value in tensors.items():
+        out[key] = value.to(dtype=dtype, copy=True) if value.is_floating_point() else value.clone()
+        release_pages(value, mappings)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------------- variants
 @dataclass
 class VariantInfo:

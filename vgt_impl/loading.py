@@ -46,7 +46,14 @@ def load_ar_model(
     attn_implementation: str = "sdpa", prefer_ema: bool = True,
 ) -> tuple[VGTARModel, dict[str, Any]]:
     """Load an official (or converted) VGT-AR checkpoint -> (model, extras with the embedded VGT-AE weights)."""
-    from .checkpoints import converted_config, detect_variant, load_checkpoint_file, load_strict, map_ar_state_dict
+    from .checkpoints import (
+        converted_config,
+        detect_variant,
+        load_checkpoint_file,
+        load_strict,
+        map_ar_state_dict,
+        materialize,
+    )
 
     sd = load_checkpoint_file(path, prefer_ema=prefer_ema)
     info = detect_variant(sd)
@@ -68,7 +75,7 @@ def load_ar_model(
     cfg = ar_config_from_shapes(family, base_cfg.text_config, shapes, count_layers(mapped), latent_stride=stride)
     with torch.device("meta"):
         ar = VGTARModel(cfg, base_cfg.text_config, attn_implementation=attn_implementation)
-    mapped = {k: v.to(dtype=dtype) if v.is_floating_point() else v for k, v in mapped.items()}
+    mapped = materialize(mapped, dtype)  # only the chosen dict, tensor by tensor from the memory map
     load_strict(ar, mapped, dropped=dropped, what=str(path), assign=True)
     rebuild_meta_buffers(ar, device)  # rotary tables stay fp32, as transformers builds them
     ar.to(device=device).eval().requires_grad_(False)

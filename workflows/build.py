@@ -1,8 +1,11 @@
-"""Writes the example workflows (ComfyUI UI format, loadable by drag-and-drop, and API format) from compact graphs.
+"""Writes the example workflows from compact graphs: the UI form in workflows/ (ComfyUI's template browser lists
+every .json there, with the .jpg of the same name as its thumbnail) and the API form in workflows/api/ (for the HTTP
+API; the browser does not read sub-folders).
 
 Run from the repository root with the test stand-ins of ComfyUI on the path (no ComfyUI needed):
     PYTHONPATH=tests/comfy_stubs python workflows/build.py
-The JSON files are committed; tests/test_workflows.py checks them against the node definitions.
+The JSON files are committed; tests/test_workflows.py checks them against the node definitions. Thumbnails come from
+workflows/render_thumbnails.py, which runs each workflow.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+API_DIR = HERE / "api"
 
 # The core ComfyUI nodes the examples use, as ComfyUI 0.8 declares them (V1 form).
 CORE_NODES: dict[str, dict] = {
@@ -40,9 +44,16 @@ CORE_NODES: dict[str, dict] = {
 }
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "FILE"}
 
+# The templates load a release with the one-choice loader (files fetched on first run); MODEL is the granular loader's
+# equivalent, used by the tests.
+RELEASE = {"model": "VGT-Qwen2.5-VL-2B-SFT", "download_missing": True, "dtype": "auto", "attention": "sdpa"}
 MODEL = {"ar_checkpoint": "vgt_qwen25vl_2B_sft/iter_5000.pth", "base_model": "Qwen2.5-VL-3B-Instruct",
          "vgt_ae": "(embedded in the AR checkpoint)", "ae_base_model": "(same as base_model)",
          "decoder_config": "(built-in DC-AE f32c32)", "dtype": "auto", "attention": "sdpa"}
+EXAMPLE = {"image": "vgt_example.png"}  # 448x448, the size the released models were trained at; alpha = the mask
+# Widths at which every widget's name and value show in ComfyUI 0.8's editor (frontend 1.35.9).
+WIDTHS = {"VGTUnifiedLoader": 400, "VGTModelLoader": 440, "VGTAELoader": 420, "VGTQueryARSampler": 360,
+          "VGTInpaint": 360, "VGTVariation": 360, "VGTExampleImage": 320, "SaveImage": 360}
 AE = {"vgt_ae": "vgt_ae/vgt_ae_qwen25vl.pth", "base_model": "Qwen2.5-VL-3B-Instruct",
       "decoder_config": "(built-in DC-AE f32c32)", "dtype": "auto"}
 SAMPLING = {"seed": 42, "cfg": 4.5, "cfg_schedule": "linear", "steps": 30, "parallel_tokens": 4, "order": "random"}
@@ -121,7 +132,7 @@ def build(graph: list[dict], specs: dict) -> tuple[dict, dict]:
                    for i, (t, nm) in enumerate(zip(spec["output"], spec["output_name"]))]
         ui_nodes.append({
             "id": n["id"], "type": n["type"], "pos": [round(n["pos"][0] * 1.15), n["pos"][1]],
-            "size": [320, 60 + 26 * (len(inputs) + 4)],
+            "size": [WIDTHS.get(n["type"], 340), 60 + 26 * (len(inputs) + 4)],
             "flags": {}, "order": order, "mode": 0, "inputs": inputs, "outputs": outputs,
             "properties": {"Node name for S&R": n["type"]}, "widgets_values": widget_values(spec, n.get("widgets", {})),
             **({"title": n["title"]} if "title" in n else {}),
@@ -143,7 +154,12 @@ def _default(s):
 
 
 def loader(i, pos=(0, 0)):
-    return {"id": i, "type": "VGTModelLoader", "pos": pos, "widgets": MODEL}
+    return {"id": i, "type": "VGTUnifiedLoader", "pos": pos, "widgets": RELEASE}
+
+
+def example(i, pos=(0, 300), title=None):
+    n = {"id": i, "type": "VGTExampleImage", "pos": pos, "widgets": EXAMPLE}
+    return dict(n, title=title) if title else n
 
 
 def prompt(i, model_id, text, pos, title=None):
@@ -161,11 +177,11 @@ GRAPHS = {
         {"id": 5, "type": "SaveImage", "pos": (1440, 0), "widgets": {"filename_prefix": "vgt/t2i"}, "links": {"images": (4, 0)}},
     ],
     "vgt_reconstruction": [
-        {"id": 1, "type": "VGTAELoader", "pos": (0, 0), "widgets": AE},
-        {"id": 2, "type": "LoadImage", "pos": (0, 260), "widgets": {"image": "example.png"}},
+        loader(1),
+        example(2, (0, 260)),
         {"id": 3, "type": "VGTAEEncode", "pos": (380, 0), "widgets": {"fit": "center_crop"},
-         "links": {"vgt_ae": (1, 0), "image": (2, 0)}},
-        {"id": 4, "type": "VGTAEDecode", "pos": (760, 0), "links": {"vgt_ae": (1, 0), "samples": (3, 0)}},
+         "links": {"vgt_ae": (1, 1), "image": (2, 0)}},
+        {"id": 4, "type": "VGTAEDecode", "pos": (760, 0), "links": {"vgt_ae": (1, 1), "samples": (3, 0)}},
         {"id": 5, "type": "ImageStitch", "pos": (1100, 0), "title": "original | reconstruction",
          "widgets": {"direction": "right", "match_image_size": True, "spacing_width": 8, "spacing_color": "white"},
          "links": {"image1": (2, 0), "image2": (4, 0)}},
@@ -187,9 +203,8 @@ GRAPHS = {
     ],
     "vgt_inpaint": [
         loader(1),
-        {"id": 2, "type": "LoadImage", "pos": (0, 300), "title": "Load Image (right-click > Open in MaskEditor)",
-         "widgets": {"image": "example.png"}},
-        prompt(3, 1, "a bowl of oranges", (380, 0)),
+        example(2, title="Example image + mask (or Load Image + MaskEditor)"),
+        prompt(3, 1, "a bowl of oranges on a wooden table", (380, 0)),
         {"id": 4, "type": "VGTAEEncode", "pos": (380, 300), "widgets": {"fit": "center_crop"},
          "links": {"vgt_ae": (1, 1), "image": (2, 0)}},
         {"id": 5, "type": "VGTInpaint", "pos": (760, 0), "widgets": dict(SAMPLING, mask_rule="any", grow_tokens=0),
@@ -201,8 +216,8 @@ GRAPHS = {
     ],
     "vgt_outpaint": [
         loader(1),
-        {"id": 2, "type": "LoadImage", "pos": (0, 300), "widgets": {"image": "example.png"}},
-        prompt(3, 1, "a wide landscape photograph", (380, 0)),
+        example(2),
+        prompt(3, 1, "a wide meadow with hills under a blue sky, a small table in the middle", (380, 0)),
         {"id": 4, "type": "VGTAEEncode", "pos": (380, 300), "widgets": {"fit": "center_crop"},
          "links": {"vgt_ae": (1, 1), "image": (2, 0)}},
         {"id": 5, "type": "VGTOutpaintPad", "pos": (760, 300), "widgets": {"left": 112, "right": 112},
@@ -214,8 +229,8 @@ GRAPHS = {
     ],
     "vgt_variations": [
         loader(1),
-        {"id": 2, "type": "LoadImage", "pos": (0, 300), "widgets": {"image": "example.png"}},
-        prompt(3, 1, "a photograph", (380, 0)),
+        example(2),
+        prompt(3, 1, "a bowl of fruit on a small table in a meadow, hills and a sunny sky", (380, 0)),
         {"id": 4, "type": "VGTAEEncode", "pos": (380, 300), "widgets": {"fit": "center_crop"},
          "links": {"vgt_ae": (1, 1), "image": (2, 0)}},
         *[{"id": 5 + k, "type": "VGTVariation", "pos": (760, 560 * k), "title": f"variation, strength {s}",
@@ -238,9 +253,10 @@ def main() -> None:
     specs = node_specs()
     for name, graph in GRAPHS.items():
         ui, api = build(graph, specs)
+        API_DIR.mkdir(exist_ok=True)
         (HERE / f"{name}.json").write_text(json.dumps(ui, indent=1) + "\n")
-        (HERE / f"{name}.api.json").write_text(json.dumps(api, indent=1) + "\n")
-        print(f"wrote workflows/{name}.json and workflows/{name}.api.json")
+        (API_DIR / f"{name}.json").write_text(json.dumps(api, indent=1) + "\n")
+        print(f"wrote workflows/{name}.json and workflows/api/{name}.json")
 
 
 if __name__ == "__main__":
