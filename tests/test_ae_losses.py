@@ -143,3 +143,21 @@ def test_patch_discriminator_shapes_and_gradients():
     widths = [b[0].out_channels for b in d.blocks]
     assert widths == [8, 16, 32]  # doubling after the first stage, as the reference's (128, 256, 512)
     assert PatchDiscriminator().blocks[-1][0].out_channels == 512
+
+
+def test_vgg16_keys_map_onto_lpips_slices():
+    from vgt_impl.training.perceptual import _vgg_to_lpips
+
+    t = torch.zeros(1)
+    sd = {f"features.{i}.{p}": t for i in (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28) for p in ("weight", "bias")}
+    sd["classifier.0.weight"] = t
+    out = _vgg_to_lpips(sd)
+    # LPIPS slices: features[0:4], [4:9], [9:16], [16:23], [23:30] keep their torchvision indices
+    assert {k for k in out if k.endswith("weight")} == {
+        "net.slice1.0.weight", "net.slice1.2.weight", "net.slice2.5.weight", "net.slice2.7.weight",
+        "net.slice3.10.weight", "net.slice3.12.weight", "net.slice3.14.weight", "net.slice4.17.weight",
+        "net.slice4.19.weight", "net.slice4.21.weight", "net.slice5.24.weight", "net.slice5.26.weight",
+        "net.slice5.28.weight"}
+    assert len(out) == 26  # the classifier is not part of LPIPS
+    whole = {"net.slice1.0.weight": t, "lin0.model.1.weight": t}  # an LPIPS state dict: its backbone as is
+    assert _vgg_to_lpips(whole) == {"net.slice1.0.weight": t}
