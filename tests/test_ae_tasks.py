@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from vgt_impl import VGTAutoencoder
 from vgt_impl.training import Trainer, load_run_config
@@ -60,7 +61,9 @@ def test_ae_task_phases_learning_rates_and_export(reference_dir, image_folder, t
     loaded = VGTAutoencoder.from_pretrained(out / "model.safetensors", base_model=out)
     assert loaded.config.encoder_norm is False and (out / "teacher.safetensors").is_file()
     shadow = trainer.ema.shadow["ae.down_mlp.1.weight"]
-    torch.testing.assert_close(loaded.down_mlp[1].weight, shadow, atol=0, rtol=0)
+    saved = load_file(str(out / "model.safetensors"))["down_mlp.1.weight"]  # in the loop's export dtype
+    torch.testing.assert_close(saved, shadow.to(saved.dtype), atol=0, rtol=0)
+    torch.testing.assert_close(loaded.down_mlp[1].weight, saved.float(), atol=0, rtol=0)
     assert not torch.equal(shadow, trainer.task.ae.down_mlp[1].weight.detach())  # EMA, not the raw weights
     x = torch.rand(1, 3, 56, 56) * 2 - 1
     assert loaded.decode(loaded.encode(x)).shape == (1, 3, 56, 56)
@@ -130,8 +133,9 @@ def test_dcae_task_learns_and_exports_a_diffusers_folder(image_folder, tmp_path)
     rows = metrics(tmp_path / "d")
     assert np.mean([r["loss/rec"] for r in rows[-2:]]) < 0.6 * np.mean([r["loss/rec"] for r in rows[:2]]), rows
     dcae = AutoencoderDC.from_pretrained(str(out))
-    shadow = trainer.ema.shadow["dcae.decoder.conv_out.weight"]
-    torch.testing.assert_close(dcae.decoder.conv_out.weight, shadow, atol=0, rtol=0)
+    saved = load_file(str(out / "diffusion_pytorch_model.safetensors"))["decoder.conv_out.weight"]
+    torch.testing.assert_close(saved, trainer.ema.shadow["dcae.decoder.conv_out.weight"].to(saved.dtype), atol=0, rtol=0)
+    torch.testing.assert_close(dcae.decoder.conv_out.weight.float(), saved.float(), atol=0, rtol=0)
     assert load_decoder_config(out)["decoder_block_out_channels"] == [8, 16, 32]  # what a new VGT-AE reads
 
 

@@ -188,7 +188,6 @@ class DCAETaskConfig(DCAEConfig):
 
     loss: AELossConfig = field(default_factory=lambda: AELossConfig(distill_weight=0.0, perceptual_weight=0.0,
                                                                     gan=GANConfig(start_step=-1)))
-    export_dtype: str = "fp32"  # fp32 | bf16 | fp16: storage dtype of the exported diffusers folder
     sample_images: int = 4  # whole images reconstructed in the periodic sample grid
 
 
@@ -228,16 +227,15 @@ class DCAETask(DCAETrainer, _AETask):
         return {"task": self.name, "crop_size": self.cfg.crop_size, "gan": self.cfg.loss.gan.enabled}
 
     def export(self, folder: Path, weights: Mapping[str, torch.Tensor]) -> Path:
+        """A diffusers folder with ``weights`` (the loop's ``dcae.*``; stored in their dtype)."""
         import copy
 
         dcae = copy.deepcopy(self.dcae).cpu()
         state = dcae.state_dict()
         state.update({k[len("dcae."):]: v for k, v in weights.items() if k.startswith("dcae.")})
         dcae.load_state_dict(state)
-        dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-        if self.cfg.export_dtype not in dtypes:
-            raise ValueError(f"model.export_dtype={self.cfg.export_dtype!r}: expected one of {sorted(dtypes)}")
-        return export_dcae(dcae, folder, dtype=dtypes[self.cfg.export_dtype])
+        dtype = next((v.dtype for k, v in weights.items() if k.startswith("dcae.") and v.is_floating_point()), None)
+        return export_dcae(dcae, folder, dtype=dtype)
 
 
 def _sync_gan_start(config, gan: GANConfig) -> None:

@@ -97,12 +97,18 @@ def copy_base_files(base_model: str | Path, folder: Path) -> None:
             shutil.copy2(src, folder / name)
 
 
-def export_vgtae(ae: VGTAutoencoder, folder: str | Path, *, base_model: str | Path, teacher: nn.Module | None = None,
-                 extra: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> Path:
-    """Write a VGT-AE model folder (see the module docstring); returns the ``model.safetensors`` path."""
+def export_vgtae(ae: VGTAutoencoder, folder: str | Path, *, base_model: str | Path, teacher: Any = None,
+                 extra: dict[str, Any] | None = None, dtype: torch.dtype | None = None,
+                 state: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write a VGT-AE model folder (see the module docstring); returns the ``model.safetensors`` path.
+
+    ``state`` replaces ``ae``'s own tensors (e.g. EMA weights); ``dtype`` casts floating tensors.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.detach().to("cpu", dtype=dtype or v.dtype) for k, v in ae.state_dict().items()}
+    state = state if state is not None else ae.state_dict()
+    sd = {k: v.detach().to("cpu", dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype)
+          for k, v in state.items()}
     info = detect_variant(sd)
     config = {"format": "comfyui-vgt/1", "kind": "ae", "family": ae.family, "variant": info.to_dict(),
               "encoder_norm": bool(ae.config.encoder_norm), "latent_stride": ae.stride,
@@ -193,12 +199,35 @@ def _teacher_file(ae: VGTAutoencoder, path: str | Path) -> nn.Module:
 
 
 def export_vgtae_weights(task, folder: Path, weights: dict[str, torch.Tensor]) -> Path:
-    """The ``ae`` task's export: its autoencoder with ``weights`` (EMA by default; names ``ae.*``) -> model folder."""
-    state = {k: v.detach().cpu() for k, v in task.ae.state_dict().items()}
-    state.update({k[len("ae."):]: v for k, v in weights.items() if k.startswith("ae.")})
-    ae = copy.deepcopy(task.ae).cpu()
-    ae.load_state_dict(state)
-    teacher = task.teacher if task.cfg.export_teacher else None
+    """The ``ae`` task's export: ``weights`` (the loop's, EMA by default, in its export dtype; names ``ae.*``,
+    ``teacher.*``) over the task's own tensors -> model folder."""
+    dtype = next((v.dtype for k, v in weights.items() if k.startswith("ae.") and v.is_floating_point()), None)
+    state = _prefixed(task.ae.state_dict(), weights, "ae.", dtype)
+    ae = copy.deepcopy(task.ae).cpu()  # carries the config; its tensors are not what is written
+    teacher = None
+    if task.teacher is not None and task.cfg.export_teacher:
+        teacher = _StateOnly(_prefixed(task.teacher.state_dict(), weights, "teacher.", dtype))
     extra = {"training": {"stage": task.cfg.stage, "encoder_norm": task.cfg.encoder_norm,
                           "noise_gamma": task.cfg.noise_gamma, "from": task.sources.get("checkpoint")}}
-    return export_vgtae(ae, folder, base_model=task.sources["base_model"], teacher=teacher, extra=extra).parent
+    return export_vgtae(ae, folder, base_model=task.sources["base_model"], teacher=teacher, extra=extra,
+                        state=state).parent
+
+
+def _prefixed(own: dict[str, torch.Tensor], weights: dict[str, torch.Tensor], prefix: str,
+              dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """A module's state with the loop's ``prefix``-named weights taking precedence, floats in ``dtype``."""
+    out = {}
+    for k, v in own.items():
+        t = weights.get(prefix + k, v).detach().cpu()
+        out[k] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
+    return out
+
+
+class _StateOnly:
+    """Something with a ``state_dict()`` (the teacher's tensors for export)."""
+
+    def __init__(self, state: dict[str, torch.Tensor]):
+        self._state = state
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self._state
