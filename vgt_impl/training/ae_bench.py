@@ -1,33 +1,36 @@
 """Training-step figures of the autoencoder tasks: samples/s and peak memory of one VGT-AE / DC-AE optimizer step.
 
-Random weights (nothing to download): a VGT-AE of a named size (the Qwen2.5-VL vision tower layout; ``3b`` is the
-real Qwen2.5-VL-3B tower with the official DC-AE f32c32 decoder) or a DC-AE config. A step is what the loop runs:
+Random weights (nothing to download): a VGT-AE of a named size (the Qwen2.5-VL vision tower layout; ``1.5b`` has the
+released Qwen2.5-VL-3B tower and the official DC-AE f32c32 decoder) or a DC-AE config. A step is what the loop runs:
 the generator phase (forward, backward, AdamW) and, with ``gan``, the discriminator phase. Timed after warm-up
 steps, with the device synchronised around the timed region only.
 """
 
 from __future__ import annotations
 
-import resource
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ..autoencoder import DCAE_F32C32, VGTAutoencoder
+from ..bench import _peak_mb, _sync
 from ..config import AEConfig
 from .dcae import DCAE_SMALL, DCAEConfig, DCAETrainer, build_dcae
 from .vgtae import VGTAETrainer, stage_config
 
-# Qwen2.5-VL vision towers: (depth, hidden, heads, mlp, out_hidden, window, full-attention blocks) + decoder config
+# Random-weight VGT-AE sizes: a Qwen2.5-VL vision tower (depth, width, heads, MLP, full-attention blocks), its output
+# width (= the LLM width of `vgt bench`'s size of the same name) and a DC-AE decoder. "1.5b" has the released
+# Qwen2.5-VL-3B tower and the official DC-AE f32c32 decoder.
 _TINY_DECODER = dict(DCAE_SMALL, encoder_block_out_channels=[8, 8, 8, 16, 16, 32],
                      decoder_block_out_channels=[8, 8, 8, 16, 16, 32], attention_head_dim=8)
 AE_SIZES: dict[str, dict[str, Any]] = {
-    "tiny": dict(depth=2, hidden=48, heads=3, mlp=96, out=64, window=56, full=[1], decoder=_TINY_DECODER),
-    "small": dict(depth=4, hidden=256, heads=4, mlp=512, out=512, window=112, full=[3], decoder=DCAE_SMALL),
-    "3b": dict(depth=32, hidden=1280, heads=16, mlp=3420, out=2048, window=112, full=[7, 15, 23, 31],
-               decoder=DCAE_F32C32),
+    "tiny": dict(depth=2, hidden=48, heads=3, mlp=96, full=[1], out=64, decoder=_TINY_DECODER),
+    "small": dict(depth=4, hidden=256, heads=4, mlp=512, full=[3], out=256, decoder=DCAE_SMALL),
+    "medium": dict(depth=12, hidden=640, heads=10, mlp=1708, full=[5, 11], out=896, decoder=DCAE_SMALL),
+    "1.5b": dict(depth=32, hidden=1280, heads=16, mlp=3420, full=[7, 15, 23, 31], out=2048, decoder=DCAE_F32C32),
 }
 
 
@@ -41,7 +44,7 @@ def random_vgtae(size: str = "small", *, device: str | torch.device = "cpu") -> 
         raise ValueError(f"VGT-AE size {size!r}: expected one of {sorted(AE_SIZES)}")
     s = AE_SIZES[size]
     vision = dict(depth=s["depth"], hidden_size=s["hidden"], num_heads=s["heads"], intermediate_size=s["mlp"],
-                  out_hidden_size=s["out"], window_size=s["window"], fullatt_block_indexes=s["full"], patch_size=14,
+                  out_hidden_size=s["out"], window_size=112, fullatt_block_indexes=s["full"], patch_size=14,
                   spatial_merge_size=2, temporal_patch_size=2, hidden_act="silu", in_chans=3)
     cfg = Qwen2_5_VLConfig(vision_config=vision, hidden_size=s["out"])
     base = BaseConfig("qwen2_5_vl", cfg.vision_config, getattr(cfg, "text_config", cfg),
@@ -62,17 +65,6 @@ class StepFigures:
     def row(self) -> str:
         return (f"{self.what:<44} batch {self.batch:>3} @ {self.image_size:>3}px  {self.seconds * 1000:9.1f} ms/step  "
                 f"{self.batch / self.seconds:8.2f} samples/s  peak {self.peak_mb:9.0f} MB")
-
-
-def _peak_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def time_steps(trainer, images: torch.Tensor, *, steps: int, warmup: int, dtype: torch.dtype | None,
@@ -99,8 +91,9 @@ def time_steps(trainer, images: torch.Tensor, *, steps: int, warmup: int, dtype:
 
     for _ in range(warmup):
         step()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    mod = getattr(torch, device.type, None)
+    if hasattr(mod, "reset_peak_memory_stats"):
+        mod.reset_peak_memory_stats(device)
     _sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -110,16 +103,21 @@ def time_steps(trainer, images: torch.Tensor, *, steps: int, warmup: int, dtype:
 
 
 def bench_vgtae(size: str = "small", *, batch: int = 4, image_size: int = 224, stage: str = "2", gan: bool = True,
-                steps: int = 3, warmup: int = 1, device: str | torch.device = "cpu",
+                checkpointing: bool = False, steps: int = 3, warmup: int = 1, device: str | torch.device = "cpu",
                 dtype: torch.dtype | None = None) -> StepFigures:
     """One VGT-AE training step (stage 1 / 2 / paper; with or without the GAN phase) on random weights and images."""
     device = torch.device(device)
     cfg = stage_config(stage)
     cfg.loss.gan.start_step = 0 if gan else -1
     trainer = VGTAETrainer(random_vgtae(size, device=device), cfg).to(device).train()
+    if checkpointing:
+        from .ae_tasks import AETask
+
+        AETask.enable_gradient_checkpointing(trainer)
     images = torch.rand(batch, 3, image_size, image_size, device=device) * 2 - 1
     sec, peak = time_steps(trainer, images, steps=steps, warmup=warmup, dtype=dtype)
-    return StepFigures(f"VGT-AE {size} stage {stage}{' + GAN' if gan else ''}", batch, image_size, sec, peak)
+    name = f"VGT-AE {size} stage {stage}{' + GAN' if gan else ''}{' + ckpt' if checkpointing else ''}"
+    return StepFigures(name, batch, image_size, sec, peak)
 
 
 def bench_dcae(model: Any = None, *, batch: int = 8, crop: int = 64, gan: bool = False, steps: int = 3,
@@ -133,3 +131,35 @@ def bench_dcae(model: Any = None, *, batch: int = 8, crop: int = 64, gan: bool =
     sec, peak = time_steps(trainer, images, steps=steps, warmup=warmup, dtype=dtype)
     n = sum(p.numel() for p in trainer.dcae.parameters()) / 1e6
     return StepFigures(f"DC-AE {n:.1f}M params{' + GAN' if gan else ''}", batch, crop, sec, peak)
+
+
+AE_SETTINGS = "stage1,stage2+gan,stage2+gan+ckpt"
+DCAE_SETTINGS = "mse,mse+gan"
+PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": None}
+
+
+def run_bench_ae(task: str, *, size: str = "small", image_size: int = 224, batch: int = 8, steps: int = 3,
+                 device: torch.device, precision: str = "no", settings: str | None = None) -> Iterator[str]:
+    """`vgt bench-train --task ae|dcae` lines: a header, then one row per setting.
+
+    ae settings: ``stage1`` / ``stage2`` / ``paper`` with ``+gan`` (discriminator phase) and ``+ckpt`` (gradient
+    checkpointing of the vision blocks); dcae settings: ``mse`` / ``mse+gan`` on ``image_size`` px crops.
+    """
+    dtype = PRECISIONS[precision]
+    yield (f"{task} train step: random weights, {'VGT-AE ' + size + ' ' + str(AE_SIZES[size]) if task == 'ae' else 'DC-AE'}"
+           f"; batch {batch} at {image_size}px; device {device}, precision {precision}, AdamW; torch {torch.__version__},"
+           f" {torch.get_num_threads()} threads; {steps} timed steps after 1 warm-up")
+    for name in (x.strip() for x in (settings or (AE_SETTINGS if task == "ae" else DCAE_SETTINGS)).split(",")):
+        parts = name.split("+")
+        if task == "ae":
+            if parts[0] not in ("stage1", "stage2", "paper") or any(p not in ("gan", "ckpt") for p in parts[1:]):
+                raise ValueError(f"ae setting {name!r}: stage1|stage2|paper with optional +gan, +ckpt")
+            fig = bench_vgtae(size, batch=batch, image_size=image_size, stage=parts[0].removeprefix("stage"),
+                              gan="gan" in parts, checkpointing="ckpt" in parts, steps=steps, device=device,
+                              dtype=dtype)
+        else:
+            if parts[0] != "mse" or any(p != "gan" for p in parts[1:]):
+                raise ValueError(f"dcae setting {name!r}: mse with optional +gan")
+            fig = bench_dcae(AE_SIZES[size]["decoder"], batch=batch, crop=image_size, gan="gan" in parts,
+                             steps=steps, device=device, dtype=dtype)
+        yield fig.row()
