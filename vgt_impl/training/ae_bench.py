@@ -146,7 +146,10 @@ def run_bench_ae(task: str, *, size: str = "small", image_size: int = 224, batch
     checkpointing of the vision blocks); dcae settings: ``mse`` / ``mse+gan`` on ``image_size`` px crops.
     """
     dtype = PRECISIONS[precision]
-    yield (f"{task} train step: random weights, {'VGT-AE ' + size + ' ' + str(AE_SIZES[size]) if task == 'ae' else 'DC-AE'}"
+    shape = {k: v for k, v in AE_SIZES[size].items() if k != "decoder"}
+    dec = AE_SIZES[size]["decoder"]["decoder_block_out_channels"]
+    what = f"VGT-AE '{size}' {shape}, decoder {dec}" if task == "ae" else f"DC-AE '{size}' channels {dec}"
+    yield (f"{task} train step: random weights, {what}"
            f"; batch {batch} at {image_size}px; device {device}, precision {precision}, AdamW; torch {torch.__version__},"
            f" {torch.get_num_threads()} threads; {steps} timed steps after 1 warm-up")
     for name in (x.strip() for x in (settings or (AE_SETTINGS if task == "ae" else DCAE_SETTINGS)).split(",")):
