@@ -113,6 +113,13 @@ def test_ae_task_config_errors(reference_dir, image_folder, tmp_path):
         AETask.build(load_run_config("ae_tiny", ["model.checkpoint=null"], task="ae"))
     with pytest.raises(ValueError, match="init=base"):
         AETask.build(load_run_config("ae_stage1", [], task="ae"))
+    from vgt_impl.training.ae_bench import AE_SIZES
+    from vgt_impl.training.dcae import build_dcae, export_dcae
+
+    export_dcae(build_dcae(dict(AE_SIZES["tiny"]["decoder"], latent_channels=16)), tmp_path / "dcae16")
+    with pytest.raises(ValueError, match="16 latent channels; a VGT-AE decoder takes 32"):
+        AETask.build(load_run_config("ae_tiny", ["model.init=base", f"model.base_model={tmp_path}",
+                                                 f"model.dcae={tmp_path / 'dcae16'}"], task="ae"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         AETask.build(load_run_config("ae_tiny", [f"model.checkpoint={tmp_path / 'nope.pth'}"], task="ae"))
     with pytest.raises(ValueError, match="unknown config key 'model.loss.gan.strat_step'"):

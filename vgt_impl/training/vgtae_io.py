@@ -152,9 +152,14 @@ def new_vgtae(base_model: str | Path, dcae: str | Path, *, attn_implementation: 
     dcae = Path(dcae)
     if not (dcae / "config.json").is_file():
         raise FileNotFoundError(f"model.dcae={dcae}: expected a diffusers AutoencoderDC folder (config.json + weights)")
+    dec_cfg = load_decoder_config(dcae)
+    if dec_cfg.get("latent_channels") != VGTAutoencoder.latent_channels:
+        raise ValueError(f"model.dcae={dcae} has {dec_cfg.get('latent_channels')} latent channels; a VGT-AE decoder takes "
+                         f"{VGTAutoencoder.latent_channels}: train the DC-AE with latent_channels "
+                         f"{VGTAutoencoder.latent_channels}")
     fam, base_cfg = load_base(base_model)
     hidden = base_cfg.extra.get("llm_hidden_size", base_cfg.text_config.hidden_size)  # merger / mlp1 output width
-    cfg = AEConfig(family=fam.name, hidden_size=hidden, encoder_norm=False, decoder_config=load_decoder_config(dcae))
+    cfg = AEConfig(family=fam.name, hidden_size=hidden, encoder_norm=False, decoder_config=dec_cfg)
     with torch.device(device):
         ae = VGTAutoencoder(cfg, base_cfg, attn_implementation=attn_implementation)
     load_strict(ae.encoder, load_base_weights(base_model, "vision", dtype=torch.float32),
