@@ -42,4 +42,4 @@ def run(handle, positive, negative, *, width: int, height: int, batch_size: int,
         sampler=sampler, mode=mode, generator=gen, context=context,
         callback=make_callback(None, preview_decoder=decoder), decode=False,
     )
-    return make_latent(out.latents.to(mm.intermediate_device()), handle.family)
+    return make_latent(out.latents.to(mm.intermediate_device()), handle.family, stride=handle.latent_stride)

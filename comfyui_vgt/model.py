@@ -54,6 +54,11 @@ class VGTAEHandle:
     def family(self) -> str:
         return self.ae.family
 
+    @property
+    def stride(self) -> int:
+        """Pixels per latent token side (28; 32 for Qwen3-VL models)."""
+        return self.ae.stride
+
     def load(self) -> None:
         import comfy.model_management as mm
 
@@ -79,6 +84,11 @@ class VGTModelHandle:
     @property
     def family(self) -> str:
         return self.pipe.family
+
+    @property
+    def latent_stride(self) -> int:
+        """Pixels per latent token side (28; 32 for Qwen3-VL models)."""
+        return self.pipe.latent_stride
 
     def load(self, with_ae: bool = False) -> None:
         import comfy.model_management as mm

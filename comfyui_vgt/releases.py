@@ -54,7 +54,11 @@ def _family_of(path: Path) -> str:
         raise ValueError(f"model: {path.name} is a VGT-AE checkpoint, not a VGT model: pick a VGT-AR checkpoint "
                          f"or a release (load a VGT-AE alone with Load VGT-AE)")
     if info.family not in _hub().FAMILY_BASES:
-        raise ValueError(f"model: cannot tell the family of {path.name}: use Load VGT Model and pick its base folder")
+        from vgt_impl.backbones import display_name, family_names
+
+        what = (f"is a {display_name(info.family)} checkpoint with no official base folder to fetch"
+                if info.family in family_names() else "is of a family this loader cannot tell")
+        raise ValueError(f"model: {path.name} {what}: use Load VGT Model and pick its base folder")
     return info.family
 
 

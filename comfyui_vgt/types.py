@@ -1,9 +1,10 @@
 """Socket types and the VGT latent container.
 
 VGT latents travel on their own socket type, ``VGT_LATENT``, not ComfyUI's ``LATENT``: a VGT latent is 32 channels at
-stride 28 and an SD/Flux VAE would crash deep in a convolution on it, while a distinct type makes ComfyUI refuse the
-link (in the editor and when validating an API prompt) with a clear message. The value is a dict shaped like a LATENT
-(``{"samples": tensor, ...}``) plus VGT metadata, checked again by every node that receives one.
+stride 28 (32 for Qwen3-VL models) and an SD/Flux VAE would crash deep in a convolution on it, while a distinct type
+makes ComfyUI refuse the link (in the editor and when validating an API prompt) with a clear message. The value is a
+dict shaped like a LATENT (``{"samples": tensor, ...}``) plus VGT metadata (family, stride), checked again by every
+node that receives one.
 """
 
 from __future__ import annotations
@@ -17,12 +18,17 @@ VGT_AE = "VGT_AE"
 VGT_CONDITIONING = "VGT_CONDITIONING"
 VGT_LATENT = "VGT_LATENT"
 LATENT_CHANNELS = 32
-STRIDE = 28
+STRIDE = 28  # pixels per latent token of the official models; each latent records its own
 
 
-def make_latent(samples: torch.Tensor, family: str, **extra: Any) -> dict[str, Any]:
-    """Wrap latents [B, 32, h, w] (float32, on ComfyUI's intermediate device)."""
-    return {"samples": samples, "vgt": True, "family": family, "stride": STRIDE, **extra}
+def make_latent(samples: torch.Tensor, family: str, stride: int = STRIDE, **extra: Any) -> dict[str, Any]:
+    """Wrap latents [B, 32, h, w] (float32, on ComfyUI's intermediate device); ``stride`` = pixels per token."""
+    return {"samples": samples, "vgt": True, "family": family, "stride": int(stride), **extra}
+
+
+def latent_stride(latent: dict[str, Any]) -> int:
+    """Pixels per token side of a VGT latent (latents made before strides were recorded: 28)."""
+    return int(latent.get("stride") or STRIDE)
 
 
 def check_latent(latent: Any, name: str = "samples") -> torch.Tensor:
@@ -32,7 +38,8 @@ def check_latent(latent: Any, name: str = "samples") -> torch.Tensor:
     samples = latent["samples"]
     if not latent.get("vgt") or samples.ndim != 4 or samples.shape[1] != LATENT_CHANNELS:
         raise ValueError(
-            f"{name}: this is not a VGT latent (shape {tuple(samples.shape)}; VGT latents are [B, 32, H/28, W/28]). "
+            f"{name}: this is not a VGT latent (shape {tuple(samples.shape)}; VGT latents are [B, 32, H/s, W/s], s = 28 "
+            f"or 32 px per token). "
             f"An SD/Flux LATENT cannot be decoded by VGT-AE: use VGT-AE Encode on the image instead"
         )
     return samples

@@ -20,9 +20,9 @@ from .common import CATEGORY, model_input, optional_inputs, positive_input, samp
 logger = logging.getLogger(__name__)
 
 
-def _tokens_to_pixel_mask(tok: torch.Tensor) -> torch.Tensor:
-    """[B, h, w] bool -> MASK [B, 28h, 28w] float."""
-    return F.interpolate(tok.float().unsqueeze(1), scale_factor=28, mode="nearest")[:, 0]
+def _tokens_to_pixel_mask(tok: torch.Tensor, stride: int) -> torch.Tensor:
+    """[B, h, w] bool -> MASK [B, s*h, s*w] float (s = px per token)."""
+    return F.interpolate(tok.float().unsqueeze(1), scale_factor=stride, mode="nearest")[:, 0]
 
 
 def _edit(model, positive, negative, samples, gen_mask, **kw) -> dict:
@@ -30,14 +30,18 @@ def _edit(model, positive, negative, samples, gen_mask, **kw) -> dict:
     z = T.check_latent(samples)
     if samples.get("family") and samples["family"] != model.family:
         raise ValueError(f"samples are {samples['family']} latents but the model is {model.family}: encode with its VGT-AE")
+    s = T.latent_stride(samples)
+    if s != model.latent_stride:
+        raise ValueError(f"samples have {s} px per token but the model makes {model.latent_stride}: encode the "
+                         f"image with the model's own VGT-AE")
     b, _, h, w = z.shape
     if gen_mask.shape[0] not in (1, b):
         raise ValueError(f"mask batch {gen_mask.shape[0]} does not match the {b} latents: give 1 mask or {b}")
     gen_mask = gen_mask.expand(b, h, w)
     if not bool(gen_mask.any()):
         show_on_node("Nothing to regenerate: the mask covers no token, so the latents are returned unchanged.")
-        return T.make_latent(z.clone(), samples.get("family") or model.family)
-    return generate.run(model, positive, negative, width=w * 28, height=h * 28, batch_size=b,
+        return T.make_latent(z.clone(), samples.get("family") or model.family, stride=s)
+    return generate.run(model, positive, negative, width=w * s, height=h * s, batch_size=b,
                         context=(z, gen_mask), **kw)
 
 
@@ -56,7 +60,7 @@ class VGTInpaint:
             "required": {
                 **model_input(), **positive_input(),
                 "samples": (T.VGT_LATENT, {"tooltip": "The image's VGT latents (VGT-AE Encode)."}),
-                "mask": ("MASK", {"tooltip": "White = regenerate. Reduced to whole 28x28 tokens by mask_rule."}),
+                "mask": ("MASK", {"tooltip": "White = regenerate. Reduced to whole tokens (28x28 px; 32x32 for Qwen3-VL) by mask_rule."}),
                 "mask_rule": (["any", "majority", "threshold"], {"default": "any", "tooltip": "A token is regenerated when any of its pixels is masked, most of them are, or their mean exceeds threshold."}),
                 "threshold": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Used by mask_rule=threshold."}),
                 "grow_tokens": ("INT", {"default": 0, "min": 0, "max": 16, "tooltip": "Grow the token mask by this many whole tokens."}),
@@ -70,23 +74,25 @@ class VGTInpaint:
 
         z = T.check_latent(samples)
         h, w = z.shape[-2:]
+        s = T.latent_stride(samples)
         if float(mask.max()) <= 0.0:  # an empty mask (e.g. LoadImage without alpha): a documented no-op
             show_on_node("The mask is empty: nothing was regenerated and the image comes back unchanged. Paint a mask "
                          "(right-click Load Image > Open in MaskEditor) or connect one.")
-            return (T.make_latent(z.clone(), samples.get("family")), torch.zeros(z.shape[0], h * 28, w * 28))
+            return (T.make_latent(z.clone(), samples.get("family"), stride=s), torch.zeros(z.shape[0], h * s, w * s))
         m = mask.cpu().float()
         m = m.unsqueeze(0) if m.ndim == 2 else m
-        if m.ndim == 3 and tuple(m.shape[-2:]) == tuple(samples.get("source_hw") or ()) != (h * 28, w * 28):
-            m = I.fit_to_stride(m.unsqueeze(1), samples.get("fit", "center_crop"), "mask")[:, 0].clamp(0, 1)
-        pix = I.mask_to_pixels(m, h * 28, w * 28)
-        tok = pixel_mask_to_tokens(pix, rule=mask_rule, threshold=threshold, dilate=grow_tokens)
+        if m.ndim == 3 and tuple(m.shape[-2:]) == tuple(samples.get("source_hw") or ()) != (h * s, w * s):
+            m = I.fit_to_stride(m.unsqueeze(1), samples.get("fit", "center_crop"), "mask", stride=s)[:, 0].clamp(0, 1)
+        pix = I.mask_to_pixels(m, h * s, w * s)
+        tok = pixel_mask_to_tokens(pix, rule=mask_rule, threshold=threshold, dilate=grow_tokens, stride=s)
         latent = _edit(model, positive, negative, samples, tok, **_sampling(kw))
-        return (latent, _tokens_to_pixel_mask(tok.expand(z.shape[0], h, w)))
+        return (latent, _tokens_to_pixel_mask(tok.expand(z.shape[0], h, w), s))
 
 
 class VGTOutpaintPad:
     DESCRIPTION = ("Pads VGT latents with new (empty) tokens on any side and returns the mask of the new area: feed "
-                   "both to VGT Inpaint to extend the image. Padding is in pixels, multiples of 28.")
+                   "both to VGT Inpaint to extend the image. Padding is in pixels, multiples of the token size (28 px; "
+                   "32 for Qwen3-VL models).")
     CATEGORY = CATEGORY
     FUNCTION = "pad"
     RETURN_TYPES = (T.VGT_LATENT, "MASK")
@@ -99,22 +105,23 @@ class VGTOutpaintPad:
         return {
             "required": {
                 "samples": (T.VGT_LATENT, {"tooltip": "The image's VGT latents (VGT-AE Encode)."}),
-                "left": ("INT", {**side, "tooltip": "Pixels added on the left (multiple of 28)."}),
-                "top": ("INT", {**side, "tooltip": "Pixels added on top (multiple of 28)."}),
-                "right": ("INT", {**side, "tooltip": "Pixels added on the right (multiple of 28)."}),
-                "bottom": ("INT", {**side, "tooltip": "Pixels added at the bottom (multiple of 28)."}),
+                "left": ("INT", {**side, "tooltip": "Pixels added on the left (a multiple of the token size: 28, or 32 for Qwen3-VL)."}),
+                "top": ("INT", {**side, "tooltip": "Pixels added on top (a multiple of the token size: 28, or 32 for Qwen3-VL)."}),
+                "right": ("INT", {**side, "tooltip": "Pixels added on the right (a multiple of the token size: 28, or 32 for Qwen3-VL)."}),
+                "bottom": ("INT", {**side, "tooltip": "Pixels added at the bottom (a multiple of the token size: 28, or 32 for Qwen3-VL)."}),
             }
         }
 
     def pad(self, samples, left, top, right, bottom):
         from vgt_impl.editing import outpaint_canvas
 
-        for name, v in (("left", left), ("top", top), ("right", right), ("bottom", bottom)):
-            if v % 28:
-                raise ValueError(f"{name}={v} is not a multiple of 28 pixels (one latent token)")
         z = T.check_latent(samples)
-        canvas, mask = outpaint_canvas(z, left=left // 28, top=top // 28, right=right // 28, bottom=bottom // 28)
-        return (T.make_latent(canvas, samples.get("family")), _tokens_to_pixel_mask(mask))
+        s = T.latent_stride(samples)
+        for name, v in (("left", left), ("top", top), ("right", right), ("bottom", bottom)):
+            if v % s:
+                raise ValueError(f"{name}={v} is not a multiple of {s} pixels (one latent token of these samples)")
+        canvas, mask = outpaint_canvas(z, left=left // s, top=top // s, right=right // s, bottom=bottom // s)
+        return (T.make_latent(canvas, samples.get("family"), stride=s), _tokens_to_pixel_mask(mask, s))
 
 
 class VGTVariation:
@@ -178,10 +185,7 @@ class VGTComposite:
         from vgt_impl.editing import composite
 
         gen = I.from_comfy(edited)
-        orig = I.fit_to_stride(I.from_comfy(original), fit, "original")
-        if orig.shape[-2:] != gen.shape[-2:]:
-            raise ValueError(f"original is {orig.shape[-1]}x{orig.shape[-2]} after fit={fit} but the edited image is "
-                             f"{gen.shape[-1]}x{gen.shape[-2]}: for outpainting, composite is not needed")
+        orig = I.fit_to_match(I.from_comfy(original), tuple(gen.shape[-2:]), fit, "original")
         if orig.shape[0] not in (1, gen.shape[0]):
             raise ValueError(f"original batch {orig.shape[0]} does not match the {gen.shape[0]} edited images")
         m = I.mask_to_pixels(mask.cpu(), *gen.shape[-2:])

@@ -24,8 +24,8 @@ class VGTQueryARSampler:
             "required": {
                 **model_input(),
                 **positive_input(),
-                "width": ("INT", {"default": 448, **size, "tooltip": "Image width in pixels, a multiple of 28 (the models were trained at 448)."}),
-                "height": ("INT", {"default": 448, **size, "tooltip": "Image height in pixels, a multiple of 28."}),
+                "width": ("INT", {"default": 448, **size, "tooltip": "Image width in pixels, a multiple of the model's token size (28 px; 32 for Qwen3-VL models, e.g. 448). The official models were trained at 448."}),
+                "height": ("INT", {"default": 448, **size, "tooltip": "Image height in pixels, a multiple of the model's token size (28 px; 32 for Qwen3-VL models)."}),
                 "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Images generated from this prompt in one batch."}),
                 **sampling_inputs(),
             },

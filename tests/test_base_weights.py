@@ -115,8 +115,8 @@ def test_qwen25_nested_layout_and_layer_subset(reference_dir, tmp_path):
 def test_internvl_remote_vision_equals_the_ae_teacher(reference_dir):
     """The fixture VGT-AE's teacher.* / teacher_mlp1.* are the unperturbed InternVL3-1B weights: our base map of the
     remote-code repo (fused qkv split, mlp1) must give exactly them."""
-    ae = torch.load(reference_dir / "internvl3" / "ae" / "vgt_ae_internvl3.pth", map_location="cpu",
-                    weights_only=True)["state_dict"]
+    path = reference_dir / "internvl3" / "ae" / "vgt_ae_internvl3.pth"
+    ae = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
     teacher = {"encoder." + k[len("teacher."):]: v for k, v in ae.items() if k.startswith("teacher.")}
     teacher.update({"mlp1." + k[len("teacher_mlp1."):]: v for k, v in ae.items() if k.startswith("teacher_mlp1.")})
     mapped, _ = get_family("internvl3").map_ae_state_dict(teacher)

@@ -243,3 +243,32 @@ def test_tiny_cli_inspect_and_generate(tiny, tmp_path, capsys):
 def _write_json(path: Path, obj) -> Path:
     path.write_text(json.dumps(obj))
     return path
+
+
+def test_stride_32_needs_no_resize(tmp_path, monkeypatch):
+    """Patch 16 x merge 2 = 32 px per token: the DC-AE's x32 output is the image size, nothing is resized."""
+    import torch.nn.functional as F
+
+    raw = json.loads(json.dumps(TINY))
+    raw["vision_config"]["patch_size"] = 16
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    cfg = get_family("qwen3_vl").load_base_config(tmp_path)
+    torch.manual_seed(0)
+    ae = VGTAutoencoder(AEConfig(family="qwen3_vl", hidden_size=32, decoder_config=TINY_DCAE), cfg).eval()
+    assert ae.stride == 32 and ae.config.latent_stride == 32
+    z = ae.encode(torch.rand(1, 3, 64, 96) * 2 - 1)
+    assert z.shape == (1, 32, 2, 3)
+
+    resized, interpolate = [], F.interpolate
+
+    def spy(*args, **kwargs):  # the DC-AE upsamples by scale_factor; a resize to a size would be ours
+        resized.append(kwargs.get("size"))
+        return interpolate(*args, **kwargs)
+
+    monkeypatch.setattr(F, "interpolate", spy)
+    assert ae.decode(z).shape == (1, 3, 64, 96)
+    assert resized and not any(resized)
+    with pytest.raises(ValueError, match=r"image size 56x96 is not a multiple of 32: use height 32 or 64"):
+        ae.encode(torch.zeros(1, 3, 56, 96))
+    with pytest.raises(ValueError, match=r"AEConfig.latent_stride=28 but the base VLM's vision config gives 32"):
+        VGTAutoencoder(AEConfig(family="qwen3_vl", hidden_size=32, decoder_config=TINY_DCAE, latent_stride=28), cfg)

@@ -133,11 +133,10 @@ def cmd_convert(args) -> int:
         ae_mapped, ae_dropped = fam.map_ae_state_dict(ae) if ae else ({}, {})
         out = dict(ar, **{"ae." + k: t for k, t in ae_mapped.items()})
         dropped = dict(dropped, **{"vgt_ae." + k: r for k, r in ae_dropped.items()})
-    from .config import LATENT_STRIDE
-
-    # Official checkpoints exist only for the stride-28 families (ViT patch 14 x merge 2).
     config = {"format": "comfyui-vgt/1", "kind": v.kind, "family": v.family, "variant": v.to_dict(),
-              "latent_stride": LATENT_STRIDE, "source": Path(args.file).name, "state_dict": args.state_dict}
+              "source": Path(args.file).name, "state_dict": args.state_dict}
+    if fam.official_latent_stride is not None:  # otherwise the base folder's stride applies when it is loaded
+        config["latent_stride"] = fam.official_latent_stride
     path = save_converted(args.out, out, config)
     print(f"wrote {path} ({len(out)} tensors) and {path.with_suffix('.json')}")
     for group, reason in dropped.items():

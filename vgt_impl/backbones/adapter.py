@@ -72,6 +72,8 @@ class FamilyAdapter(ABC):
     pixel_std: ClassVar[tuple[float, float, float]]
     # Reference quirk: for an all-non-negative batch the reference VGT-AE skips its mean/std normalisation.
     reference_nonneg_skips_norm: ClassVar[bool] = False
+    # Latent stride of the official VGT checkpoints of this family (None: no official checkpoint exists).
+    official_latent_stride: ClassVar[int | None] = None
 
     # ------------------------------------------------------------------ base folder
     @abstractmethod

@@ -130,6 +130,7 @@ class InternVL3(FamilyAdapter):
     pixel_mean = (0.484375, 0.455078125, 0.40625)
     pixel_std = (0.228515625, 0.2236328125, 0.224609375)
     reference_nonneg_skips_norm = True  # the reference normalises only inside its "x.min() < 0" branch
+    official_latent_stride = 28  # ViT patch 14 x 2x2 merge (the released checkpoints)
 
     # ------------------------------------------------------------------ base folder
     def load_base_config(self, base_dir: str | Path) -> BaseConfig:

@@ -48,6 +48,7 @@ class Qwen25VL(FamilyAdapter):
     image_start_marker = IMG_START_TOKEN
     position_rule = "padded_text_offset"  # reference: text_len + k * call_len + i for every cached call
     pixel_mean, pixel_std = CLIP_MEAN, CLIP_STD  # the Qwen VGT-AE normalises with the CLIP constants, in fp32
+    official_latent_stride = 28  # ViT patch 14 x 2x2 merge (the released checkpoints)
 
     # ------------------------------------------------------------------ base folder
     def load_base_config(self, base_dir: str | Path) -> BaseConfig:

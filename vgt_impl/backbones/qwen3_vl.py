@@ -150,6 +150,8 @@ class Qwen3VL(FamilyAdapter):
                 continue
             if key.startswith(prefix):
                 mapped[key[len(prefix):]] = value
+            elif key.startswith("lmm.language_model."):
+                dropped["lmm.language_model.*"] = "duplicate of lmm.model.language_model.* (same tensors)"
             elif key == "lmm.lm_head.weight":
                 dropped[key] = "text output head, unused for image generation"
             elif key.startswith("lmm.model.visual."):
