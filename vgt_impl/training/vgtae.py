@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class VGTAEConfig:
-    stage: str = "1"  # "1", "2" or "paper"; stage_config() fills the rest with that stage's reference values
+    stage: str = "1"  # "1", "2" or "paper": a label; stage_config() / the ae_stage* presets set the values below
     encoder_norm: bool = False  # per-token LayerNorm on the latent (stage 2)
     noise_gamma: float = 0.0  # training-only latent noise z + a * eps, a ~ U(0, gamma) per sample (stage 2: 0.1)
     train_encoder: bool = True  # False: the paper's stage 2 (vision encoder frozen)
