@@ -166,3 +166,16 @@ def run_bench_ae(task: str, *, size: str = "small", image_size: int = 224, batch
             fig = bench_dcae(AE_SIZES[size]["decoder"], batch=batch, crop=image_size, gan="gan" in parts,
                              steps=steps, device=device, dtype=dtype)
         yield fig.row()
+
+
+def run_bench_train_ae(args) -> Iterator[str]:
+    """``vgt bench-train --task ae|dcae`` (the parser's ``--random``, ``--size``, ``--batch``, ``--steps``, ``--device``,
+    ``--precision``, ``--settings``)."""
+    from ..cli import _device
+
+    if args.random not in AE_SIZES:
+        raise ValueError(f"--random {args.random!r}: expected one of {sorted(AE_SIZES)}")
+    device = _device(args.device)
+    precision = args.precision or ("bf16" if device.type != "cpu" else "no")
+    yield from run_bench_ae(args.task, size=args.random, image_size=args.size, batch=args.batch, steps=args.steps,
+                            device=device, precision=precision, settings=args.settings)
