@@ -153,7 +153,7 @@ def test_short_run_lowers_reconstruction_loss(reference_dir):
     opt = torch.optim.AdamW([p for p in tr.parameters() if p.requires_grad], lr=3e-3, betas=(0.9, 0.95))
     x = F.interpolate(images(2, 4, seed=3), size=28, mode="bilinear")  # smooth colour fields, one token each
     first = None
-    for _ in range(12):
+    for _ in range(8):
         loss, m = tr.generator_loss(x, 0)
         opt.zero_grad()
         loss.backward()
@@ -166,7 +166,7 @@ def test_short_run_lowers_reconstruction_loss(reference_dir):
 def test_export_opens_in_from_pretrained_and_continues(reference_dir, tmp_path, fam):
     ae, teacher = fresh(reference_dir, fam)
     tr = VGTAETrainer(ae, tiny_cfg("1", gan_start=-1), teacher=teacher)
-    x = images()
+    x = images(size=28)
     loss, _ = tr.generator_loss(x, 0)
     loss.backward()
     with torch.no_grad():
