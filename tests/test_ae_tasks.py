@@ -114,10 +114,10 @@ def test_ae_task_config_errors(reference_dir, image_folder, tmp_path):
         AETask.build(load_run_config("ae_tiny", ["model.checkpoint=null"], task="ae"))
     with pytest.raises(ValueError, match="init=base"):
         AETask.build(load_run_config("ae_stage1", [], task="ae"))
-    from vgt_impl.training.ae_bench import AE_SIZES
+    from vgt_impl.training.ae_bench import DECODERS
     from vgt_impl.training.dcae import build_dcae, export_dcae
 
-    export_dcae(build_dcae(dict(AE_SIZES["tiny"]["decoder"], latent_channels=16)), tmp_path / "dcae16")
+    export_dcae(build_dcae(dict(DECODERS["tiny"], latent_channels=16)), tmp_path / "dcae16")
     with pytest.raises(ValueError, match="16 latent channels; a VGT-AE decoder takes 32"):
         AETask.build(load_run_config("ae_tiny", ["model.init=base", f"model.base_model={tmp_path}",
                                                  f"model.dcae={tmp_path / 'dcae16'}"], task="ae"))
@@ -163,12 +163,12 @@ def test_new_qwen3_vl_vgtae_from_base_and_dcae_folders(image_folder, tmp_path):
     """`vgt train ae` with model.init=base on a third family: base VLM folder + a DC-AE folder -> trained export."""
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
-    from vgt_impl.training.ae_bench import AE_SIZES
+    from vgt_impl.training.ae_bench import DECODERS
     from vgt_impl.training.dcae import build_dcae, export_dcae
 
     torch.manual_seed(0)
     Qwen3VLForConditionalGeneration(Qwen3VLConfig.from_dict(QWEN3_TINY)).save_pretrained(tmp_path / "base")
-    export_dcae(build_dcae(AE_SIZES["tiny"]["decoder"]), tmp_path / "dcae")
+    export_dcae(build_dcae(DECODERS["tiny"]), tmp_path / "dcae")
     cfg = load_run_config("ae_tiny", [
         f"data.source=[{image_folder}]", f"loop.output_dir={tmp_path / 'run'}", "loop.max_steps=2", "model.init=base",
         f"model.base_model={tmp_path / 'base'}", f"model.dcae={tmp_path / 'dcae'}", "model.loss.gan.start_step=1"],

@@ -121,22 +121,26 @@ class VGTAutoencoder(nn.Module):
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(
-        cls, checkpoint: str | Path, *, base_model: str | Path, decoder_config: Any = None,
+        cls, checkpoint: str | Path, *, base_model: str | Path | None = None, decoder_config: Any = None,
         dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", attn_implementation: str = "sdpa",
     ) -> VGTAutoencoder:
         """Load an official VGT-AE checkpoint (``.pth``/``.safetensors``), or the VGT-AE inside a VGT-AR checkpoint.
 
-        A converted or trained file's JSON config supplies the DC-AE decoder config (unless ``decoder_config`` is
-        given) and whether the latent is LayerNormed (``encoder_norm``; stage-1 VGT-AE training has none).
+        ``checkpoint`` may be a model folder (its own base model; its ``ae_base/`` when present); the decoder config
+        stored in a converted checkpoint is used when ``decoder_config`` is not given, and its ``encoder_norm`` says
+        whether the latent is LayerNormed (stage-1 VGT-AE training has none).
         """
         from .checkpoints import converted_config, detect_variant, load_checkpoint_file
+        from .loading import ae_base_of, default_base, resolve_model_path, stored_decoder_config
 
+        checkpoint, folder = resolve_model_path(checkpoint)
+        base_model = default_base(str(checkpoint), base_model, ae_base_of(folder))
+        if decoder_config is None:
+            decoder_config = stored_decoder_config(checkpoint)
         sd = load_checkpoint_file(checkpoint)
         info = detect_variant(sd)
         stored = converted_config(checkpoint)  # what a converted / trained file recorded about itself
         stored = stored if isinstance(stored, dict) else {}
-        if decoder_config is None and stored.get("decoder_config"):
-            decoder_config = stored["decoder_config"]
         stride = stored.get("latent_stride", (stored.get("ae") or {}).get("latent_stride"))
         if info.kind in ("ar", "converted_ar"):
             prefix = "vgt_ae." if info.kind == "ar" else "ae."

@@ -1,6 +1,7 @@
 """The ``vgt`` command: generate, reconstruct, inspect, convert, bench.
 
 Each subcommand is one small function registered in ``COMMANDS``; library code never prints, this module does.
+The training commands (train, cache-latents, bench-train) live in ``training/cli.py``.
 """
 
 from __future__ import annotations
@@ -164,7 +165,10 @@ def cmd_generate(args) -> int:
 
     height = args.height or args.size
     width = args.width or args.size
-    s = latent_stride_of(args.base_model)  # config.json only: fail before loading any weights
+    from .loading import default_base, resolve_model_path
+
+    base = default_base(f"--ar {args.ar}", args.base_model, resolve_model_path(args.ar)[1])
+    s = latent_stride_of(base)  # config.json only: fail before loading any weights
     for name, v in (("height", height), ("width", width)):
         if v < s or v % s:
             raise ValueError(f"--{name} {v} is not a multiple of {s}: use {max(s, v // s * s)} or {(v // s + 1) * s} "
@@ -263,7 +267,7 @@ def cmd_download(args) -> int:
 # ---------------------------------------------------------------------------------------------------------- parser
 def _model_args(p: argparse.ArgumentParser, ar_required: bool) -> None:
     p.add_argument("--ar", required=ar_required, help="VGT-AR checkpoint (.pth or converted .safetensors)")
-    p.add_argument("--base-model", required=ar_required, help="base VLM folder (config.json + tokenizer)")
+    p.add_argument("--base-model", help="base VLM folder (config.json + tokenizer); default: the --ar model folder")
     p.add_argument("--ae", help="VGT-AE checkpoint (default: the one embedded in the AR checkpoint)")
     p.add_argument("--ae-base-model", help="base VLM folder of the VGT-AE encoder (InternVL3: the 1B model)")
     p.add_argument("--decoder", help="DC-AE folder or config.json (default: built-in f32c32 config)")
@@ -297,8 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reconstruct", help="image -> VGT-AE -> image")
     p.add_argument("images", nargs="+")
-    p.add_argument("--ae", required=True)
-    p.add_argument("--base-model", required=True)
+    p.add_argument("--ae", required=True, help="VGT-AE checkpoint, or a model folder")
+    p.add_argument("--base-model", help="base VLM folder of the encoder; default: the --ae model folder")
     p.add_argument("--decoder")
     p.add_argument("--dtype", choices=sorted(DTYPES))
     p.add_argument("--device")
@@ -335,6 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-base", action="store_true", help="skip the base config/tokenizer folders")
     p.add_argument("--list", action="store_true")
     p.set_defaults(func=cmd_download)
+
+    from .training.cli import add_parsers  # vgt train / cache-latents / bench-train (imports nothing heavy)
+
+    add_parsers(sub)
     return parser
 
 
@@ -343,7 +351,17 @@ COMMANDS: dict[str, Callable] = {"generate": cmd_generate, "reconstruct": cmd_re
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "accepts_overrides", False):  # training commands: trailing key=value overrides
+        from .training.cli import split_overrides
+
+        try:
+            args.overrides = split_overrides(extra)
+        except argparse.ArgumentTypeError as e:
+            parser.error(str(e))
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as e:

@@ -94,3 +94,55 @@ def load_embedded_ae(
     return VGTAutoencoder.from_state_dict(
         ae_sd, base_model=base_model, decoder_config=decoder_config, dtype=dtype, device=device
     )
+
+
+MODEL_FILE = "model.safetensors"  # the weights file of a model folder (written by training exports)
+AE_BASE_DIR = "ae_base"  # a model folder's sub-folder with the VGT-AE encoder's base config, when it differs
+
+
+def resolve_model_path(path: str | Path) -> tuple[Path, Path | None]:
+    """A checkpoint file or a model folder -> (weights file, the model folder when there is one).
+
+    A model folder holds ``model.safetensors`` (our converted layout) beside the base VLM's ``config.json`` and
+    tokenizer files, so it is its own base model; a converted file inside such a folder counts as well.
+    """
+    from .checkpoints import converted_config
+
+    path = Path(path)
+    if path.is_dir():
+        weights = path / MODEL_FILE
+        if not weights.is_file():
+            raise FileNotFoundError(f"{path} is a folder without {MODEL_FILE}: give a checkpoint file or a model folder")
+        return weights, path
+    if path.suffix == ".safetensors" and path.is_file() and (path.parent / "config.json").is_file():
+        if converted_config(path) is not None:
+            return path, path.parent
+    return path, None
+
+
+def default_base(what: str, given: str | Path | None, folder: Path | None) -> Path:
+    """``base_model`` if given, else the model folder; a clear error when neither."""
+    if given is not None:
+        return Path(given)
+    if folder is not None:
+        return folder
+    raise ValueError(f"{what}: base_model is required (the base VLM folder with config.json and tokenizer files), "
+                     f"unless the checkpoint is a model folder that carries them")
+
+
+def ae_base_of(folder: Path | None) -> Path | None:
+    """The base folder of a model folder's VGT-AE encoder: ``ae_base/`` when present, else the folder itself."""
+    if folder is None:
+        return None
+    sub = folder / AE_BASE_DIR
+    return sub if (sub / "config.json").is_file() else folder
+
+
+def stored_decoder_config(path: str | Path) -> dict[str, Any] | None:
+    """The DC-AE decoder config a converted checkpoint carries in its JSON config, if any."""
+    from .checkpoints import converted_config
+
+    cfg = converted_config(path) if Path(path).suffix == ".safetensors" else None
+    if not cfg:
+        return None
+    return (cfg.get("ae") or {}).get("decoder_config") or cfg.get("decoder_config")

@@ -135,7 +135,7 @@ class VGTPipeline:
         ar_checkpoint: str | Path,
         *,
         ae: Any = None,
-        base_model: str | Path,
+        base_model: str | Path | None = None,
         ae_base_model: str | Path | None = None,
         decoder_config: Any = None,
         dtype: torch.dtype | None = None,
@@ -143,24 +143,37 @@ class VGTPipeline:
         attn_implementation: str = "sdpa",
         prefer_ema: bool = True,
     ) -> VGTPipeline:
-        """Load an official VGT-AR checkpoint (or a converted one) on top of the base VLM folder.
+        """Load an official VGT-AR checkpoint (or a converted one, or a model folder) on top of the base VLM folder.
 
-        ``base_model`` supplies the config and the tokenizer; every weight comes from the checkpoint. Without ``ae``,
-        the VGT-AE embedded in the AR checkpoint is used (``ae_base_model`` = the VLM folder its encoder came from,
-        needed for InternVL3 whose AE uses the 1B model; defaults to ``base_model``).
+        ``base_model`` supplies the config and the tokenizer; every weight comes from the checkpoint. A model folder
+        (``model.safetensors`` beside the base's config and tokenizer files, as training exports) is its own base
+        model. Without ``ae``, the VGT-AE embedded in the AR checkpoint is used (``ae_base_model`` = the VLM folder
+        its encoder came from, needed for InternVL3 whose AE uses the 1B model; defaults to ``base_model``), with the
+        decoder config stored in the checkpoint when ``decoder_config`` is not given.
         """
-        from .loading import load_ar_model, load_embedded_ae
+        from .loading import (
+            ae_base_of,
+            default_base,
+            load_ar_model,
+            load_embedded_ae,
+            resolve_model_path,
+            stored_decoder_config,
+        )
 
+        weights, folder = resolve_model_path(ar_checkpoint)
+        base_model = default_base(str(ar_checkpoint), base_model, folder)
         device = torch.device(device) if device is not None else torch.device("cpu")
         dtype = dtype or default_dtype(device)
         ar, extras = load_ar_model(
-            ar_checkpoint, base_model=base_model, dtype=dtype, device=device,
+            weights, base_model=base_model, dtype=dtype, device=device,
             attn_implementation=attn_implementation, prefer_ema=prefer_ema,
         )
         if ae is None and extras.get("ae_state_dict"):
             ae = load_embedded_ae(
-                extras["ae_state_dict"], family=ar.family, base_model=ae_base_model or base_model,
-                decoder_config=decoder_config, dtype=dtype, device=device,
+                extras["ae_state_dict"], family=ar.family,
+                base_model=ae_base_model or (ae_base_of(folder) if folder == base_model else None) or base_model,
+                decoder_config=decoder_config if decoder_config is not None else stored_decoder_config(weights),
+                dtype=dtype, device=device,
             )
         from .backbones import get_family
 

@@ -21,36 +21,40 @@ from ..config import AEConfig
 from .dcae import DCAE_SMALL, DCAEConfig, DCAETrainer, build_dcae
 from .vgtae import VGTAETrainer, stage_config
 
-# Random-weight VGT-AE sizes: a Qwen2.5-VL vision tower (depth, width, heads, MLP, full-attention blocks), its output
-# width (= the LLM width of `vgt bench`'s size of the same name) and a DC-AE decoder. "1.5b" has the released
-# Qwen2.5-VL-3B tower and the official DC-AE f32c32 decoder.
+# Random-weight VGT-AE sizes: the Qwen2.5-VL vision towers of `vgt bench-train` (output width = the LLM width of the
+# same size in `vgt bench`) and a DC-AE decoder; "1.5b" has the released Qwen2.5-VL-3B tower and the official
+# DC-AE f32c32 decoder; "tiny" is for tests.
 _TINY_DECODER = dict(DCAE_SMALL, encoder_block_out_channels=[8, 8, 8, 16, 16, 32],
                      decoder_block_out_channels=[8, 8, 8, 16, 16, 32], attention_head_dim=8)
-AE_SIZES: dict[str, dict[str, Any]] = {
-    "tiny": dict(depth=2, hidden=48, heads=3, mlp=96, full=[1], out=64, decoder=_TINY_DECODER),
-    "small": dict(depth=4, hidden=256, heads=4, mlp=512, full=[3], out=256, decoder=DCAE_SMALL),
-    "medium": dict(depth=12, hidden=640, heads=10, mlp=1708, full=[5, 11], out=896, decoder=DCAE_SMALL),
-    "1.5b": dict(depth=32, hidden=1280, heads=16, mlp=3420, full=[7, 15, 23, 31], out=2048, decoder=DCAE_F32C32),
-}
+_TINY_TOWER = dict(depth=2, hidden_size=48, num_heads=3, intermediate_size=96, fullatt_block_indexes=[1])
+DECODERS = {"tiny": _TINY_DECODER, "small": DCAE_SMALL, "medium": DCAE_SMALL, "1.5b": DCAE_F32C32}
+
+
+def _tower(size: str) -> tuple[dict[str, Any], int]:
+    """(Qwen2.5-VL vision config kwargs, output width) of a named size."""
+    from ..bench import SIZES
+    from .bench_train import AE_SIZES as TOWERS
+
+    if size == "tiny":
+        return _TINY_TOWER, 64
+    if size not in TOWERS:
+        raise ValueError(f"VGT-AE size {size!r}: expected one of {sorted(DECODERS)}")
+    return TOWERS[size], SIZES[size]["hidden"]
 
 
 def random_vgtae(size: str = "small", *, device: str | torch.device = "cpu") -> VGTAutoencoder:
     """A random-weight Qwen2.5-VL-layout VGT-AE of a named size (fp32 master weights, train mode)."""
-    from transformers import Qwen2_5_VLConfig
+    from transformers.models.qwen2_5_vl.configuration_qwen2_5_vl import Qwen2_5_VLVisionConfig
 
     from ..backbones.common import BaseConfig
 
-    if size not in AE_SIZES:
-        raise ValueError(f"VGT-AE size {size!r}: expected one of {sorted(AE_SIZES)}")
-    s = AE_SIZES[size]
-    vision = dict(depth=s["depth"], hidden_size=s["hidden"], num_heads=s["heads"], intermediate_size=s["mlp"],
-                  out_hidden_size=s["out"], window_size=112, fullatt_block_indexes=s["full"], patch_size=14,
-                  spatial_merge_size=2, temporal_patch_size=2, hidden_act="silu", in_chans=3)
-    cfg = Qwen2_5_VLConfig(vision_config=vision, hidden_size=s["out"])
-    base = BaseConfig("qwen2_5_vl", cfg.vision_config, getattr(cfg, "text_config", cfg),
-                      extra={"llm_hidden_size": s["out"]})
+    tower, out = _tower(size)
+    vision = Qwen2_5_VLVisionConfig(out_hidden_size=out, window_size=112, patch_size=14, spatial_merge_size=2,
+                                    temporal_patch_size=2, **tower)
+    base = BaseConfig("qwen2_5_vl", vision, None, extra={"llm_hidden_size": out})
+    cfg = AEConfig(family="qwen2_5_vl", hidden_size=out, latent_stride=28, decoder_config=dict(DECODERS[size]))
     with torch.device(device):
-        ae = VGTAutoencoder(AEConfig(family="qwen2_5_vl", hidden_size=s["out"], decoder_config=dict(s["decoder"])), base)
+        ae = VGTAutoencoder(cfg, base)
     return ae.train()
 
 
@@ -68,8 +72,10 @@ class StepFigures:
 
 
 def time_steps(trainer, images: torch.Tensor, *, steps: int, warmup: int, dtype: torch.dtype | None,
-               lr: float = 1e-4) -> tuple[float, float]:
-    """Mean seconds per step (generator + discriminator phases, AdamW) and peak memory in MB."""
+               lr: float = 1e-4, clock: str = "wall") -> tuple[float, float]:
+    """Mean seconds per step (generator + discriminator phases, AdamW) and peak memory in MB.
+
+    ``clock="cpu"``: this process's CPU time (with one thread, the compute time even on a busy host)."""
     device = images.device
     gen_params = [p for n, p in trainer.named_parameters() if p.requires_grad and not n.startswith("discriminator.")]
     opt_g = torch.optim.AdamW(gen_params, lr=lr, betas=(0.9, 0.95))
@@ -94,17 +100,18 @@ def time_steps(trainer, images: torch.Tensor, *, steps: int, warmup: int, dtype:
     mod = getattr(torch, device.type, None)
     if hasattr(mod, "reset_peak_memory_stats"):
         mod.reset_peak_memory_stats(device)
+    timer = time.process_time if clock == "cpu" else time.perf_counter
     _sync(device)
-    t0 = time.perf_counter()
+    t0 = timer()
     for _ in range(steps):
         step()
     _sync(device)
-    return (time.perf_counter() - t0) / steps, _peak_mb(device)
+    return (timer() - t0) / steps, _peak_mb(device)
 
 
 def bench_vgtae(size: str = "small", *, batch: int = 4, image_size: int = 224, stage: str = "2", gan: bool = True,
                 checkpointing: bool = False, steps: int = 3, warmup: int = 1, device: str | torch.device = "cpu",
-                dtype: torch.dtype | None = None) -> StepFigures:
+                dtype: torch.dtype | None = None, clock: str = "wall") -> StepFigures:
     """One VGT-AE training step (stage 1 / 2 / paper; with or without the GAN phase) on random weights and images."""
     device = torch.device(device)
     cfg = stage_config(stage)
@@ -115,20 +122,21 @@ def bench_vgtae(size: str = "small", *, batch: int = 4, image_size: int = 224, s
 
         AETask.enable_gradient_checkpointing(trainer)
     images = torch.rand(batch, 3, image_size, image_size, device=device) * 2 - 1
-    sec, peak = time_steps(trainer, images, steps=steps, warmup=warmup, dtype=dtype)
+    sec, peak = time_steps(trainer, images, steps=steps, warmup=warmup, dtype=dtype, clock=clock)
     name = f"VGT-AE {size} stage {stage}{' + GAN' if gan else ''}{' + ckpt' if checkpointing else ''}"
     return StepFigures(name, batch, image_size, sec, peak)
 
 
 def bench_dcae(model: Any = None, *, batch: int = 8, crop: int = 64, gan: bool = False, steps: int = 3,
-               warmup: int = 1, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> StepFigures:
+               warmup: int = 1, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+               clock: str = "wall") -> StepFigures:
     """One DC-AE training step on ``crop`` px crops (random weights; ``model`` as ``vgt train dcae`` takes it)."""
     device = torch.device(device)
     cfg = DCAEConfig(model=model, crop_size=crop)
     cfg.loss.gan.start_step = 0 if gan else -1
     trainer = DCAETrainer(build_dcae(model), cfg).to(device).train()
     images = torch.rand(batch, 3, crop, crop, device=device) * 2 - 1
-    sec, peak = time_steps(trainer, images, steps=steps, warmup=warmup, dtype=dtype)
+    sec, peak = time_steps(trainer, images, steps=steps, warmup=warmup, dtype=dtype, clock=clock)
     n = sum(p.numel() for p in trainer.dcae.parameters()) / 1e6
     return StepFigures(f"DC-AE {n:.1f}M params{' + GAN' if gan else ''}", batch, crop, sec, peak)
 
@@ -139,19 +147,19 @@ PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": None}
 
 
 def run_bench_ae(task: str, *, size: str = "small", image_size: int = 224, batch: int = 8, steps: int = 3,
-                 device: torch.device, precision: str = "no", settings: str | None = None) -> Iterator[str]:
+                 device: torch.device, precision: str = "no", settings: str | None = None,
+                 clock: str = "wall") -> Iterator[str]:
     """`vgt bench-train --task ae|dcae` lines: a header, then one row per setting.
 
     ae settings: ``stage1`` / ``stage2`` / ``paper`` with ``+gan`` (discriminator phase) and ``+ckpt`` (gradient
     checkpointing of the vision blocks); dcae settings: ``mse`` / ``mse+gan`` on ``image_size`` px crops.
     """
     dtype = PRECISIONS[precision]
-    shape = {k: v for k, v in AE_SIZES[size].items() if k != "decoder"}
-    dec = AE_SIZES[size]["decoder"]["decoder_block_out_channels"]
-    what = f"VGT-AE '{size}' {shape}, decoder {dec}" if task == "ae" else f"DC-AE '{size}' channels {dec}"
+    dec = DECODERS[size]["decoder_block_out_channels"]
+    what = f"VGT-AE '{size}' {_tower(size)[0]}, decoder {dec}" if task == "ae" else f"DC-AE '{size}' channels {dec}"
     yield (f"{task} train step: random weights, {what}"
            f"; batch {batch} at {image_size}px; device {device}, precision {precision}, AdamW; torch {torch.__version__},"
-           f" {torch.get_num_threads()} threads; {steps} timed steps after 1 warm-up")
+           f" {torch.get_num_threads()} threads; {steps} timed steps after 1 warm-up, {clock} clock")
     for name in (x.strip() for x in (settings or (AE_SETTINGS if task == "ae" else DCAE_SETTINGS)).split(",")):
         parts = name.split("+")
         if task == "ae":
@@ -159,12 +167,12 @@ def run_bench_ae(task: str, *, size: str = "small", image_size: int = 224, batch
                 raise ValueError(f"ae setting {name!r}: stage1|stage2|paper with optional +gan, +ckpt")
             fig = bench_vgtae(size, batch=batch, image_size=image_size, stage=parts[0].removeprefix("stage"),
                               gan="gan" in parts, checkpointing="ckpt" in parts, steps=steps, device=device,
-                              dtype=dtype)
+                              dtype=dtype, clock=clock)
         else:
             if parts[0] != "mse" or any(p != "gan" for p in parts[1:]):
                 raise ValueError(f"dcae setting {name!r}: mse with optional +gan")
-            fig = bench_dcae(AE_SIZES[size]["decoder"], batch=batch, crop=image_size, gan="gan" in parts,
-                             steps=steps, device=device, dtype=dtype)
+            fig = bench_dcae(DECODERS[size], batch=batch, crop=image_size, gan="gan" in parts, steps=steps,
+                             device=device, dtype=dtype, clock=clock)
         yield fig.row()
 
 
@@ -173,9 +181,10 @@ def run_bench_train_ae(args) -> Iterator[str]:
     ``--precision``, ``--settings``)."""
     from ..cli import _device
 
-    if args.random not in AE_SIZES:
-        raise ValueError(f"--random {args.random!r}: expected one of {sorted(AE_SIZES)}")
+    if args.random not in DECODERS:
+        raise ValueError(f"--random {args.random!r}: expected one of {sorted(DECODERS)}")
     device = _device(args.device)
     precision = args.precision or ("bf16" if device.type != "cpu" else "no")
     yield from run_bench_ae(args.task, size=args.random, image_size=args.size, batch=args.batch, steps=args.steps,
-                            device=device, precision=precision, settings=args.settings)
+                            device=device, precision=precision, settings=args.settings,
+                            clock=getattr(args, "clock", "wall"))

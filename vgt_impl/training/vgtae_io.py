@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,11 @@ from torch import nn
 
 from ..autoencoder import VGTAutoencoder
 from ..backbones import get_family
-from ..checkpoints import detect_variant, load_checkpoint_file, load_strict, save_converted
+from ..checkpoints import detect_variant, load_checkpoint_file, load_strict
 
 logger = logging.getLogger(__name__)
 
 TEACHER_FILE = "teacher.safetensors"
-BASE_FILES = ("config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json",
-              "merges.txt", "special_tokens_map.json", "generation_config.json", "added_tokens.json",
-              "chat_template.json")
 
 
 def init_new_layers(ae: VGTAutoencoder, generator: torch.Generator | None = None) -> None:
@@ -89,14 +85,6 @@ def vgtae_from_checkpoint(
     return ae, teacher
 
 
-def copy_base_files(base_model: str | Path, folder: Path) -> None:
-    """The base VLM folder's config + tokenizer files (never its weights): the export then is its own base folder."""
-    for name in BASE_FILES:
-        src = Path(base_model) / name
-        if src.is_file() and src.resolve() != (folder / name).resolve():
-            shutil.copy2(src, folder / name)
-
-
 def export_vgtae(ae: VGTAutoencoder, folder: str | Path, *, base_model: str | Path, teacher: Any = None,
                  extra: dict[str, Any] | None = None, dtype: torch.dtype | None = None,
                  state: dict[str, torch.Tensor] | None = None) -> Path:
@@ -104,39 +92,25 @@ def export_vgtae(ae: VGTAutoencoder, folder: str | Path, *, base_model: str | Pa
 
     ``state`` replaces ``ae``'s own tensors (e.g. EMA weights); ``dtype`` casts floating tensors.
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    from .export import write_model_folder
+
     state = state if state is not None else ae.state_dict()
     sd = {k: v.detach().to("cpu", dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype)
           for k, v in state.items()}
     info = detect_variant(sd)
     config = {"format": "comfyui-vgt/1", "kind": "ae", "family": ae.family, "variant": info.to_dict(),
               "encoder_norm": bool(ae.config.encoder_norm), "latent_stride": ae.stride,
-              "decoder_config": ae.config.decoder_config,
-              "source": "vgt train ae", **(extra or {})}
-    path = save_converted(folder / "model.safetensors", sd, config)
+              "decoder_config": ae.config.decoder_config, "source": "vgt train ae", **(extra or {})}
+    folder = write_model_folder(Path(folder), sd, config, base_model=Path(base_model))
     if teacher is not None:
         from safetensors.torch import save_file
 
         save_file({k: v.detach().to("cpu").contiguous() for k, v in teacher.state_dict().items()},
                   str(folder / TEACHER_FILE), metadata={"format": "pt", "what": "VGT-AE distillation teacher"})
-    copy_base_files(base_model, folder)
-    return path
+    return folder / "model.safetensors"
 
 
 # ---------------------------------------------------------------------------------------------------------- tasks
-def resolve_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
-    """A checkpoint file, or a model folder holding ``model.safetensors`` -> (file, folder or None)."""
-    path = Path(path)
-    if path.is_dir():
-        if not (path / "model.safetensors").is_file():
-            raise FileNotFoundError(f"{path} is a folder without model.safetensors: name the checkpoint file")
-        return path / "model.safetensors", path
-    if not path.is_file():
-        raise FileNotFoundError(f"VGT-AE checkpoint {path} does not exist")
-    return path, path.parent if (path.parent / "config.json").is_file() and path.name == "model.safetensors" else None
-
-
 def new_vgtae(base_model: str | Path, dcae: str | Path, *, attn_implementation: str = "sdpa",
               device: str | torch.device = "cpu") -> VGTAutoencoder:
     """A new VGT-AE (fp32, train mode): the base VLM's vision tower + merger / projector with its hub weights, fresh
@@ -185,8 +159,12 @@ def build_vgtae(mc) -> tuple[VGTAutoencoder, nn.Module | None, dict[str, Any]]:
         raise ValueError(f"model.init={mc.init!r}: expected checkpoint or base")
     if not mc.checkpoint:
         raise ValueError("model.init=checkpoint needs model.checkpoint (a VGT-AE .pth / .safetensors or model folder)")
-    ckpt, folder = resolve_checkpoint(mc.checkpoint)
-    base = Path(mc.base_model) if mc.base_model else folder
+    from ..loading import ae_base_of, resolve_model_path
+
+    ckpt, folder = resolve_model_path(mc.checkpoint)
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"model.checkpoint={mc.checkpoint}: {ckpt} does not exist")
+    base = Path(mc.base_model) if mc.base_model else ae_base_of(folder)
     if base is None:
         raise ValueError(f"model.base_model is needed for {ckpt}: the base VLM folder of its vision encoder "
                          f"(config.json), e.g. Qwen2.5-VL-3B-Instruct or InternVL3-1B")
