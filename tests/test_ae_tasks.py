@@ -206,3 +206,41 @@ def test_gradient_checkpointing_recomputes_the_vision_blocks(reference_dir):
         grads.append(task.ae.encoder.vision_tower.encoder.layer[0].attention.q_proj.weight.grad)
     assert calls == [1, 2]  # the student's block runs again in backward (the teacher's copy has its own module)
     torch.testing.assert_close(grads[1], grads[0], atol=1e-7, rtol=0)
+
+
+def test_presets_resolve_the_reference_stages(capsys):
+    import yaml
+
+    from vgt_impl.cli import main
+
+    assert main(["train", "ae", "--config", "ae_stage2", "--print-config"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    m, g, d = cfg["model"], cfg["optim"]["generator"], cfg["optim"]["discriminator"]
+    assert (m["stage"], m["init"], m["encoder_norm"], m["noise_gamma"], m["encoder_lr_mult"]) == ("2", "checkpoint", True,
+                                                                                              0.1, 0.5)
+    assert (m["loss"]["distill_weight"], m["loss"]["perceptual_weight"], m["loss"]["gan"]["start_step"]) == (0.1, 1.1, 10000)
+    assert (g["lr"], g["min_lr"], g["weight_decay"], g["warmup_steps"], tuple(g["betas"])) == (1e-4, 1e-5, 1e-4, 3000,
+                                                                                               (0.9, 0.95))
+    assert d["lr"] == 1e-4 and cfg["loop"]["max_steps"] == 100000 and cfg["loop"]["batch_size"] * 8 == 128
+    assert main(["train", "ae", "--config", "ae_paper", "--print-config"]) == 0
+    paper = yaml.safe_load(capsys.readouterr().out)["model"]
+    assert not paper["train_encoder"] and paper["loss"]["gan"]["start_step"] == -1
+    assert paper["loss"]["perceptual"]["logits_weight"] == 0.0 and paper["loss"]["distill_weight"] == 0.0
+
+
+def test_cli_train_dcae_and_bench_train(image_folder, tmp_path, capsys):
+    from vgt_impl.cli import main
+
+    assert main(["train", "dcae", "--config", "dcae_tiny", f"data.source=[{image_folder}]", "loop.max_steps=2",
+                 f"loop.output_dir={tmp_path / 'c'}"]) == 0
+    assert "model folder" in capsys.readouterr().out
+    assert (tmp_path / "c" / "models" / "step_0000002" / "diffusion_pytorch_model.safetensors").is_file()
+    assert main(["bench-train", "--task", "dcae", "--random", "tiny", "--size", "32", "--batch", "1", "--steps", "1",
+                 "--settings", "mse"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("dcae train step") and "samples/s" in lines[1] and len(lines) == 2
+    assert main(["bench-train", "--task", "ae", "--random", "tiny", "--size", "28", "--batch", "1", "--steps", "1",
+                 "--settings", "stage1"]) == 0
+    assert "VGT-AE tiny stage 1" in capsys.readouterr().out
+    assert main(["bench-train", "--task", "ae", "--random", "tiny", "--size", "28", "--settings", "stage3"]) == 2
+    assert "stage1|stage2|paper" in capsys.readouterr().err

@@ -16,9 +16,9 @@ def add_parsers(sub) -> None:
     from .config import ACCELERATE_DIR, preset_names
 
     presets = ", ".join(preset_names())
-    p = sub.add_parser("train", help="train a VGT task: vgt train ar|ae --config FILE [key=value ...]",
+    p = sub.add_parser("train", help="train a VGT task: vgt train ar|ae|dcae --config FILE [key=value ...]",
                        description=f"Presets: {presets}. Accelerate configs (multi-GPU): {ACCELERATE_DIR}")
-    p.add_argument("task", help="registered task: ar (VGT-AR), ae (VGT-AE)")
+    p.add_argument("task", help="registered task: ar (VGT-AR), ae (VGT-AE), dcae (a DC-AE pixel decoder)")
     p.add_argument("--config", required=True, help="YAML/JSON config file or preset name")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=cmd_train, accepts_overrides=True)
