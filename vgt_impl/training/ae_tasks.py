@@ -153,8 +153,7 @@ class AETask(VGTAETrainer, _AETask):
                   if isinstance(m, PreTrainedModel) and m.supports_gradient_checkpointing]
         if not towers:
             raise NotImplementedError(f"the {self.ae.family} vision encoder does not support gradient checkpointing")
-        for m in towers[:1]:  # the outermost one covers its blocks
-            m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        towers[0].gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})  # outermost
 
     def draw(self, batch: dict[str, Any], images: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         """Latent noise draws per sample slot: a ~ U(0, gamma) [B], eps ~ N(0, I) [B, C, h, w]."""
