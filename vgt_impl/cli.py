@@ -1,4 +1,4 @@
-"""The ``vgt`` command: generate, reconstruct, inspect, convert, bench.
+"""The ``vgt`` command: generate, reconstruct, inspect, convert, bench, download, demo, eval.
 
 Each subcommand is one small function registered in ``COMMANDS``; library code never prints, this module does.
 The training commands (train, cache-latents, bench-train) live in ``training/cli.py``.
@@ -276,6 +276,16 @@ def _model_args(p: argparse.ArgumentParser, ar_required: bool) -> None:
     p.add_argument("--attn", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"])
 
 
+def _sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cfg", type=float, default=4.5)
+    p.add_argument("--cfg-schedule", default="linear", choices=["linear", "constant"])
+    p.add_argument("--steps", type=int, default=30, help="flow-matching steps per token group")
+    p.add_argument("--acc-ratio", type=int, default=1, help="tokens decoded in parallel per step")
+    p.add_argument("--order", default="random", choices=["random", "raster", "center_out", "checkerboard"])
+    p.add_argument("--sampler", default="sde", choices=["sde", "ode"])
+    p.add_argument("--mode", default="reference", choices=["reference", "corrected"])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vgt", description="VGT: Visual Generation Tuning (text-to-image, VGT-AE)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -288,13 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int)
     p.add_argument("--width", type=int)
     p.add_argument("--num-images", type=int, default=1, help="images per prompt")
-    p.add_argument("--cfg", type=float, default=4.5)
-    p.add_argument("--cfg-schedule", default="linear", choices=["linear", "constant"])
-    p.add_argument("--steps", type=int, default=30, help="flow-matching steps per token group")
-    p.add_argument("--acc-ratio", type=int, default=1, help="tokens decoded in parallel per step")
-    p.add_argument("--order", default="random", choices=["random", "raster", "center_out", "checkerboard"])
-    p.add_argument("--sampler", default="sde", choices=["sde", "ode"])
-    p.add_argument("--mode", default="reference", choices=["reference", "corrected"])
+    _sampling_args(p)
     p.add_argument("--seed", type=int)
     p.add_argument("--out", default="outputs/vgt.png", help="a .png path (one image) or a folder")
     p.set_defaults(func=cmd_generate)
@@ -343,6 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .training.cli import add_parsers  # vgt train / cache-latents / bench-train (imports nothing heavy)
 
     add_parsers(sub)
+
+    from .demo.commands import add_commands  # demo (world, check-detector) and eval
+
+    add_commands(sub, _model_args, _sampling_args)
     return parser
 
 
