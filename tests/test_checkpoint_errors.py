@@ -124,7 +124,7 @@ def test_decoder_config_that_is_a_vlm_folder(reference_dir, no_network_build):
     with pytest.raises(ValueError, match=r"fields AutoencoderDC does not know: vocab_size"):
         VGTAutoencoder.from_pretrained(reference_dir / "qwen25vl" / "ae" / "vgt_ae_qwen25vl.pth",
                                        base_model=reference_dir / Q_BASE, decoder_config={"vocab_size": 3})
-    with pytest.raises(ValueError, match=r"latent_channels=4, but VGT latents have 32"):
+    with pytest.raises(ValueError, match=r"has 4 latent channels; a VGT-AE decoder takes 32"):
         VGTAutoencoder.from_pretrained(reference_dir / "qwen25vl" / "ae" / "vgt_ae_qwen25vl.pth",
                                        base_model=reference_dir / Q_BASE, decoder_config={"latent_channels": 4})
 

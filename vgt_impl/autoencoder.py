@@ -101,8 +101,8 @@ def _check_decoder_config(cfg: dict[str, Any], where: str) -> dict[str, Any]:
         raise ValueError(f"DC-AE decoder config {where} has fields AutoencoderDC does not know: {', '.join(unknown)} "
                          f"(is it a DC-AE config?)")
     if cfg.get("latent_channels", LATENT_CHANNELS) != LATENT_CHANNELS:
-        raise ValueError(f"DC-AE decoder config {where} has latent_channels={cfg['latent_channels']}, but VGT latents "
-                         f"have {LATENT_CHANNELS}: use the f32c32 DC-AE config")
+        raise ValueError(f"DC-AE decoder config {where} has {cfg['latent_channels']} latent channels; a VGT-AE decoder "
+                         f"takes {LATENT_CHANNELS}: use the f32c32 DC-AE config")
     return cfg
 
 
@@ -186,8 +186,9 @@ class VGTAutoencoder(nn.Module):
         """Load an official VGT-AE checkpoint (``.pth``/``.safetensors``), or the VGT-AE inside a VGT-AR checkpoint.
 
         ``checkpoint`` may be a model folder (its own base model; its ``ae_base/`` when present); the decoder config
-        stored in a converted checkpoint is used when ``decoder_config`` is not given. Device, dtype, attention kernel
-        and the decoder config are checked before the checkpoint is read.
+        stored in a converted checkpoint is used when ``decoder_config`` is not given, and its ``encoder_norm`` says
+        whether the latent is LayerNormed (stage-1 VGT-AE training has none). Device, dtype, attention kernel and the
+        decoder config are checked before the checkpoint is read.
         """
         from .checkpoints import converted_config, detect_variant, load_checkpoint_file
         from .loading import ae_base_of, default_base, resolve_model_path, stored_decoder_config
@@ -210,13 +211,13 @@ class VGTAutoencoder(nn.Module):
                 raise ValueError(f"{checkpoint} is a VGT-AR checkpoint without an embedded VGT-AE")
         return cls.from_state_dict(sd, base_model=base_model, decoder_config=decoder_config, dtype=dtype,
                                    device=device, attn_implementation=attn_implementation, what=str(checkpoint),
-                                   latent_stride=stride)
+                                   encoder_norm=bool(stored.get("encoder_norm", True)), latent_stride=stride)
 
     @classmethod
     def from_state_dict(
         cls, sd: dict[str, torch.Tensor], *, base_model: str | Path, decoder_config: Any = None,
         dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", attn_implementation: str = "sdpa",
-        what: str = "VGT-AE checkpoint", latent_stride: int | None = None,
+        what: str = "VGT-AE checkpoint", encoder_norm: bool = True, latent_stride: int | None = None,
     ) -> VGTAutoencoder:
         """Build from official (or converted) VGT-AE weights; sizes come from the weights' shapes.
 
@@ -239,7 +240,7 @@ class VGTAutoencoder(nn.Module):
         dec_cfg = load_decoder_config(decoder_config)
         check_decoder_fits(dec_cfg, lambda k: tuple(sd[k].shape) if k in sd else None, what)
         config = AEConfig(family=info.family, embed_dim=info.latent_channels, hidden_size=info.ae_width,
-                          decoder_config=dec_cfg, latent_stride=latent_stride)
+                          encoder_norm=encoder_norm, decoder_config=dec_cfg, latent_stride=latent_stride)
         mapped, dropped = fam.map_ae_state_dict(sd) if info.family else (sd, {})
         with torch.device("meta"):
             model = cls(config, base_cfg, attn_implementation=attn_implementation)
@@ -297,19 +298,10 @@ class VGTAutoencoder(nn.Module):
         """
         images = self.check_images(images)
         b, _, h, w = images.shape
-        x = images.to(device=self.device, dtype=torch.float32)
-        fam = get_family(self.family)
-        mean = torch.tensor(self.pixel_mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.pixel_std, device=x.device).view(1, 3, 1, 1)
-        if reference_nonneg_quirk and bool(x.min() >= 0):
-            x = x if fam.reference_nonneg_skips_norm else (x - mean) / std
-        else:
-            x = ((x + 1.0) / 2.0 - mean) / std
-        feats = fam.vision_features(self.encoder, x.to(self.dtype))  # [B, hw, D]
-        for block in self.down_blocks:
-            feats = block(feats.to(self.dtype))
-        z = self.down_mlp(feats).float()  # [B, hw, 32]
-        z = F.layer_norm(z, (z.shape[-1],), eps=1e-6)  # channel LayerNorm, no affine
+        x = self.pixel_inputs(images, reference_nonneg_quirk=reference_nonneg_quirk)
+        z = self.latent_tokens(self.features(x)).float()  # [B, hw, 32]
+        if self.config.encoder_norm:
+            z = F.layer_norm(z, (z.shape[-1],), eps=1e-6)  # channel LayerNorm, no affine
         _check_output("VGT-AE encode", "latents", z, self.dtype)
         return z.transpose(1, 2).reshape(b, -1, h // self.stride, w // self.stride)
 
@@ -317,11 +309,39 @@ class VGTAutoencoder(nn.Module):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents [B, 32, h, w] -> images [B, 3, s*h, s*w] in [-1, 1] (float32; the DC-AE's x32 output resized)."""
         self.check_latents(latents)
+        x = self.decode_pixels(latents)
+        _check_output("VGT-AE decode", "pixels", x, self.dtype)
+        return x
+
+    # ------------------------------------------------------------------ differentiable parts (encode / decode use them)
+    def pixel_inputs(self, images: torch.Tensor, *, reference_nonneg_quirk: bool = False) -> torch.Tensor:
+        """Images in [-1, 1] -> the vision encoder's normalised input (float32)."""
+        x = images.to(device=self.device, dtype=torch.float32)
+        mean = torch.tensor(self.pixel_mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.pixel_std, device=x.device).view(1, 3, 1, 1)
+        if reference_nonneg_quirk and bool(x.min() >= 0):
+            return x if get_family(self.family).reference_nonneg_skips_norm else (x - mean) / std
+        return ((x + 1.0) / 2.0 - mean) / std
+
+    def features(self, x: torch.Tensor, encoder: nn.Module | None = None) -> torch.Tensor:
+        """Normalised pixels -> vision features [B, hw, D] (encoder + merger / pixel shuffle + projector).
+
+        ``encoder`` runs another module of the same architecture instead (a frozen copy, as a distillation teacher).
+        """
+        return get_family(self.family).vision_features(encoder or self.encoder, x.to(self.dtype))
+
+    def latent_tokens(self, feats: torch.Tensor) -> torch.Tensor:
+        """Vision features [B, hw, D] -> latent tokens [B, hw, 32] before the channel LayerNorm."""
+        for block in self.down_blocks:
+            feats = block(feats.to(self.dtype))
+        return self.down_mlp(feats)
+
+    def decode_pixels(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents [B, 32, h, w] -> images [B, 3, s*h, s*w] (float32), differentiable."""
         h, w = latents.shape[-2:]
         x = self.decoder(latents.to(device=self.device, dtype=self.dtype)).float()  # [B, 3, 32h, 32w]
         if tuple(x.shape[-2:]) != (h * self.stride, w * self.stride):
             x = F.interpolate(x, size=(h * self.stride, w * self.stride), mode="bilinear", align_corners=False)
-        _check_output("VGT-AE decode", "pixels", x, self.dtype)
         return x
 
     def config_dict(self) -> dict[str, Any]:
