@@ -127,7 +127,8 @@ class VGTAutoencoder(nn.Module):
         """Load an official VGT-AE checkpoint (``.pth``/``.safetensors``), or the VGT-AE inside a VGT-AR checkpoint.
 
         ``checkpoint`` may be a model folder (its own base model; its ``ae_base/`` when present); the decoder config
-        stored in a converted checkpoint is used when ``decoder_config`` is not given.
+        stored in a converted checkpoint is used when ``decoder_config`` is not given, and its ``encoder_norm`` says
+        whether the latent is LayerNormed (stage-1 VGT-AE training has none).
         """
         from .checkpoints import converted_config, detect_variant, load_checkpoint_file
         from .loading import ae_base_of, default_base, resolve_model_path, stored_decoder_config
@@ -148,13 +149,13 @@ class VGTAutoencoder(nn.Module):
                 raise ValueError(f"{checkpoint} is a VGT-AR checkpoint without an embedded VGT-AE")
         return cls.from_state_dict(sd, base_model=base_model, decoder_config=decoder_config, dtype=dtype,
                                    device=device, attn_implementation=attn_implementation, what=str(checkpoint),
-                                   latent_stride=stride)
+                                   encoder_norm=bool(stored.get("encoder_norm", True)), latent_stride=stride)
 
     @classmethod
     def from_state_dict(
         cls, sd: dict[str, torch.Tensor], *, base_model: str | Path, decoder_config: Any = None,
         dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", attn_implementation: str = "sdpa",
-        what: str = "VGT-AE checkpoint", latent_stride: int | None = None,
+        what: str = "VGT-AE checkpoint", encoder_norm: bool = True, latent_stride: int | None = None,
     ) -> VGTAutoencoder:
         """Build from official (or converted) VGT-AE weights; sizes come from the weights' shapes.
 
@@ -170,7 +171,8 @@ class VGTAutoencoder(nn.Module):
         if not isinstance(decoder_config, dict) and decoder_config is None and "decoder.conv_in.weight" in sd:
             logger.debug("using the built-in DC-AE f32c32 decoder config")
         config = AEConfig(family=info.family, embed_dim=info.latent_channels, hidden_size=info.ae_width,
-                          decoder_config=load_decoder_config(decoder_config), latent_stride=latent_stride)
+                          encoder_norm=encoder_norm, decoder_config=load_decoder_config(decoder_config),
+                          latent_stride=latent_stride)
         mapped, dropped = fam.map_ae_state_dict(sd) if info.family else (sd, {})
         device = torch.device(device)
         with torch.device("meta"):
@@ -204,19 +206,10 @@ class VGTAutoencoder(nn.Module):
         """
         self.check_images(images)
         b, _, h, w = images.shape
-        x = images.to(device=self.device, dtype=torch.float32)
-        fam = get_family(self.family)
-        mean = torch.tensor(self.pixel_mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.pixel_std, device=x.device).view(1, 3, 1, 1)
-        if reference_nonneg_quirk and bool(x.min() >= 0):
-            x = x if fam.reference_nonneg_skips_norm else (x - mean) / std
-        else:
-            x = ((x + 1.0) / 2.0 - mean) / std
-        feats = fam.vision_features(self.encoder, x.to(self.dtype))  # [B, hw, D]
-        for block in self.down_blocks:
-            feats = block(feats.to(self.dtype))
-        z = self.down_mlp(feats).float()  # [B, hw, 32]
-        z = F.layer_norm(z, (z.shape[-1],), eps=1e-6)  # channel LayerNorm, no affine
+        x = self.pixel_inputs(images, reference_nonneg_quirk=reference_nonneg_quirk)
+        z = self.latent_tokens(self.features(x)).float()  # [B, hw, 32]
+        if self.config.encoder_norm:
+            z = F.layer_norm(z, (z.shape[-1],), eps=1e-6)  # channel LayerNorm, no affine
         return z.transpose(1, 2).reshape(b, -1, h // self.stride, w // self.stride)
 
     @torch.inference_mode()
@@ -225,6 +218,33 @@ class VGTAutoencoder(nn.Module):
         if not torch.is_tensor(latents) or latents.ndim != 4 or latents.shape[1] != self.latent_channels:
             shape = tuple(latents.shape) if torch.is_tensor(latents) else type(latents).__name__
             raise ValueError(f"VGT-AE decode expects latents [B, {self.latent_channels}, h, w], got {shape}")
+        return self.decode_pixels(latents)
+
+    # ------------------------------------------------------------------ differentiable parts (encode / decode use them)
+    def pixel_inputs(self, images: torch.Tensor, *, reference_nonneg_quirk: bool = False) -> torch.Tensor:
+        """Images in [-1, 1] -> the vision encoder's normalised input (float32)."""
+        x = images.to(device=self.device, dtype=torch.float32)
+        mean = torch.tensor(self.pixel_mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.pixel_std, device=x.device).view(1, 3, 1, 1)
+        if reference_nonneg_quirk and bool(x.min() >= 0):
+            return x if get_family(self.family).reference_nonneg_skips_norm else (x - mean) / std
+        return ((x + 1.0) / 2.0 - mean) / std
+
+    def features(self, x: torch.Tensor, encoder: nn.Module | None = None) -> torch.Tensor:
+        """Normalised pixels -> vision features [B, hw, D] (encoder + merger / pixel shuffle + projector).
+
+        ``encoder`` runs another module of the same architecture instead (a frozen copy, as a distillation teacher).
+        """
+        return get_family(self.family).vision_features(encoder or self.encoder, x.to(self.dtype))
+
+    def latent_tokens(self, feats: torch.Tensor) -> torch.Tensor:
+        """Vision features [B, hw, D] -> latent tokens [B, hw, 32] before the channel LayerNorm."""
+        for block in self.down_blocks:
+            feats = block(feats.to(self.dtype))
+        return self.down_mlp(feats)
+
+    def decode_pixels(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents [B, 32, h, w] -> images [B, 3, s*h, s*w] (float32), differentiable."""
         h, w = latents.shape[-2:]
         x = self.decoder(latents.to(device=self.device, dtype=self.dtype)).float()  # [B, 3, 32h, 32w]
         if tuple(x.shape[-2:]) != (h * self.stride, w * self.stride):

@@ -16,9 +16,9 @@ def add_parsers(sub) -> None:
     from .config import ACCELERATE_DIR, preset_names
 
     presets = ", ".join(preset_names())
-    p = sub.add_parser("train", help="train a VGT task: vgt train ar|ae --config FILE [key=value ...]",
+    p = sub.add_parser("train", help="train a VGT task: vgt train ar|ae|dcae --config FILE [key=value ...]",
                        description=f"Presets: {presets}. Accelerate configs (multi-GPU): {ACCELERATE_DIR}")
-    p.add_argument("task", help="registered task: ar (VGT-AR), ae (VGT-AE)")
+    p.add_argument("task", help="registered task: ar (VGT-AR), ae (VGT-AE), dcae (a DC-AE pixel decoder)")
     p.add_argument("--config", required=True, help="YAML/JSON config file or preset name")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=cmd_train, accepts_overrides=True)
@@ -31,8 +31,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--shard-size", type=int, default=4096, help="latents per safetensors shard")
     p.set_defaults(func=cmd_cache_latents, accepts_overrides=True)
 
-    p = sub.add_parser("bench-train", help="samples/s, tokens/s and peak memory of one VGT-AR training step")
-    p.add_argument("--random", default="small", help="random-weight size: small, medium, 1.5b")
+    p = sub.add_parser("bench-train", help="samples/s, tokens/s and peak memory of one training step (ar, ae, dcae)")
+    p.add_argument("--task", default="ar", choices=["ar", "ae", "dcae"],
+                   help="ar: VGT-AR; ae: VGT-AE (generator + discriminator phases); dcae: DC-AE on --size px crops")
+    p.add_argument("--random", default="small", help="random-weight size: small, medium, 1.5b (ae / dcae: also tiny)")
     p.add_argument("--family", default="qwen2_5_vl", choices=["qwen2_5_vl", "internvl3"])
     p.add_argument("--size", type=int, default=448, help="image size in pixels (tokens = (size/28)^2)")
     p.add_argument("--batch", type=int, default=8)
@@ -40,9 +42,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--steps", type=int, default=3, help="timed steps per setting (after one warm-up)")
     p.add_argument("--device", help="default: the available accelerator")
     p.add_argument("--precision", default=None, choices=["bf16", "fp16", "no"], help="default: bf16 on GPUs, no on CPU")
-    p.add_argument("--settings", default="latents,latents+ckpt,pixels",
-                   help="comma list of: latents (cached latents), pixels (VGT-AE encode in the step), +ckpt "
-                        "(gradient checkpointing), +k4 (flow_batch_mul 4)")
+    p.add_argument("--settings", default=None,
+                   help="comma list. ar (default latents,latents+ckpt,pixels): latents (cached latents), pixels "
+                        "(VGT-AE encode in the step), +ckpt (gradient checkpointing), +k4 (flow_batch_mul 4). ae "
+                        "(default stage1,stage2+gan,stage2+gan+ckpt): stage1|stage2|paper, +gan, +ckpt. dcae "
+                        "(default mse,mse+gan): mse, +gan")
     p.add_argument("--repeats", type=int, default=1, help="rounds over the settings; the fastest round is kept")
     p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
@@ -100,11 +104,14 @@ def cmd_cache_latents(args) -> int:
 def cmd_bench_train(args) -> int:
     import torch
 
+    from .ae_bench import run_bench_train_ae
     from .bench_train import run_bench_train
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    for line in run_bench_train(args):
+    if args.task == "ar":
+        args.settings = args.settings or "latents,latents+ckpt,pixels"
+    for line in run_bench_train(args) if args.task == "ar" else run_bench_train_ae(args):
         print(line, flush=True)
     return 0
 
