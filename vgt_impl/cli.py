@@ -160,11 +160,31 @@ def _load_pipeline(args):
                                        attn_implementation=args.attn)
 
 
+def use_builtin_model(args) -> None:
+    """No --ar: the built-in vgt-demo model (shipped in the package), with its own base folder."""
+    if args.ar is None:
+        if args.base_model is not None or args.ae is not None:
+            raise ValueError("--base-model / --ae need --ar (without --ar the built-in vgt-demo model is used)")
+        from .demo.model_folder import demo_dir
+
+        args.ar = str(demo_dir())
+
+
+def default_size(ar: str) -> int:
+    """The image size a model folder recommends (the demo model: 224), else 448 (the official models)."""
+    import json
+
+    info = Path(ar) / "vgt_demo.json"
+    return int(json.loads(info.read_text()).get("size", 448)) if info.is_file() else 448
+
+
 def cmd_generate(args) -> int:
     from .backbones import latent_stride_of
 
-    height = args.height or args.size
-    width = args.width or args.size
+    use_builtin_model(args)
+    size = args.size or default_size(args.ar)
+    height = args.height or size
+    width = args.width or size
     from .loading import default_base, resolve_model_path
 
     base = default_base(f"--ar {args.ar}", args.base_model, resolve_model_path(args.ar)[1])
@@ -266,7 +286,8 @@ def cmd_download(args) -> int:
 
 # ---------------------------------------------------------------------------------------------------------- parser
 def _model_args(p: argparse.ArgumentParser, ar_required: bool) -> None:
-    p.add_argument("--ar", required=ar_required, help="VGT-AR checkpoint (.pth or converted .safetensors)")
+    p.add_argument("--ar", required=ar_required, help="VGT-AR checkpoint (.pth or converted .safetensors) or model "
+                   "folder" + ("" if ar_required else "; default: the built-in vgt-demo model"))
     p.add_argument("--base-model", help="base VLM folder (config.json + tokenizer); default: the --ar model folder")
     p.add_argument("--ae", help="VGT-AE checkpoint (default: the one embedded in the AR checkpoint)")
     p.add_argument("--ae-base-model", help="base VLM folder of the VGT-AE encoder (InternVL3: the 1B model)")
@@ -290,11 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vgt", description="VGT: Visual Generation Tuning (text-to-image, VGT-AE)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("generate", help="text -> PNG images with QueryAR")
+    p = sub.add_parser("generate", help="text -> PNG images with QueryAR (no --ar: the built-in vgt-demo model)")
     p.add_argument("prompts", nargs="+")
-    _model_args(p, True)
+    _model_args(p, False)
     p.add_argument("--negative", help="negative prompt (default: the official unconditional prompt)")
-    p.add_argument("--size", type=int, default=448)
+    p.add_argument("--size", type=int, help="image size (default: 224 for the vgt-demo model, 448 otherwise)")
     p.add_argument("--height", type=int)
     p.add_argument("--width", type=int)
     p.add_argument("--num-images", type=int, default=1, help="images per prompt")

@@ -29,6 +29,7 @@ SPECIAL_TOKENS = (
 # Qwen2's pre-tokenizer split (contractions, letters, single digits, punctuation runs, newlines, spaces).
 QWEN_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
               r"|\s+(?!\S)|\s+")
+DESCRIBE = "describe the image."  # the VLM's caption question (its answer: one of the image's captions)
 IMAGE_TOKENS = 64  # <|image_pad|> tokens per 224 px image (8 x 8 merged patches)
 # Qwen-VL chat template (images as <|vision_start|><|image_pad|><|vision_end|>, expanded by the caller).
 CHAT_TEMPLATE = (
@@ -45,8 +46,8 @@ def world_text(n_scenes: int = 4000, seed: int = 0) -> Iterator[str]:
     from .dataset import scene_record
 
     head, _, tail = C.INSTRUCTION.partition("{input}")
-    yield from (head, tail, C.CFG_PROMPT, C.GENERATION.format(input=""), "user", "assistant", "system")
-    for i in range(n_scenes):
+    for i in range(n_scenes):  # the templates as often as the scenes: each becomes a few tokens
+        yield from (head, tail, C.CFG_PROMPT, C.GENERATION.format(input=""), DESCRIBE)
         record, _ = scene_record(seed, i, render_image=False)
         yield from record["captions"]
         for qa in record["qa"]:

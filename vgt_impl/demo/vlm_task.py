@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from ..training.task import Draws, Metrics, TrainTask, stream_seed
+from .tokenizer import DESCRIBE
 from .vlm import IMAGE_SIZE, VLMSize, build_vlm, collate_qa, qa_accuracy, qa_forward, qa_sequence, vlm_config
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,8 @@ class VLMTaskConfig:
     init_from: str | None = None  # a base VLM folder to continue from; None: a new model of `size`
     size: VLMSize = field(default_factory=VLMSize)  # sizes of a new model
     turns: int = 4  # question / answer turns per image and sample
+    describe: bool = True  # also a "describe the image." turn answered with one of the image's captions (dense
+    #   supervision: every object's shape and colour; the captions are what the VGT-AR later reads)
     eval_source: str | None = None  # held-out manifest scored at export (per question kind)
     eval_images: int = 200  # images of eval_source scored (all their questions)
 
@@ -81,7 +84,7 @@ class VLMTask(TrainTask):
 
         if data_config.image_size != IMAGE_SIZE:
             raise ValueError(f"data.image_size={data_config.image_size}: the world VLM reads {IMAGE_SIZE} px images")
-        return QADataset(expand_sources(data_config.source), self.tokenizer, self.cfg.turns)
+        return QADataset(expand_sources(data_config.source), self.tokenizer, self.cfg.turns, self.cfg.describe)
 
     def collate(self, samples) -> dict[str, Any]:
         return collate_qa(samples, self.tokenizer.pad_token_id)
@@ -119,17 +122,18 @@ def heldout_accuracy(vlm, tokenizer, source: str, images: int) -> dict[str, Any]
 class QADataset(torch.utils.data.Dataset):
     """Manifest rows -> {"pixels", "input_ids", "labels", "slot"} with ``turns`` QA turns chosen by the sample seed."""
 
-    def __init__(self, manifests: list[str], tokenizer, turns: int):
+    def __init__(self, manifests: list[str], tokenizer, turns: int, describe: bool = False):
         from .dataset import read_manifest
 
         self.rows: list[dict[str, Any]] = []
         for m in manifests:
             if not str(m).endswith(".jsonl"):
                 raise ValueError(f"data.source {m!r}: vgt train vlm reads .jsonl manifests with image and qa fields")
-            self.rows += [{"image": r["image"], "qa": r["qa"]} for r in read_manifest(m)]
+            self.rows += [{"image": r["image"], "qa": r["qa"], "captions": r.get("captions") or [r.get("caption")]}
+                          for r in read_manifest(m)]
         if not self.rows or not all(r["qa"] for r in self.rows):
             raise ValueError(f"{manifests}: every row needs a non-empty 'qa' list (vgt demo world writes them)")
-        self.tokenizer, self.turns = tokenizer, turns
+        self.tokenizer, self.turns, self.describe = tokenizer, turns, describe
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -142,7 +146,11 @@ class QADataset(torch.utils.data.Dataset):
         row = self.rows[key.index]
         gen = torch.Generator().manual_seed(stream_seed(key.seed, "qa"))
         pick = torch.randperm(len(row["qa"]), generator=gen)[: self.turns].tolist()
-        ids, labels = qa_sequence(self.tokenizer, [(row["qa"][i]["question"], row["qa"][i]["answer"]) for i in pick])
+        turns = [(row["qa"][i]["question"], row["qa"][i]["answer"]) for i in pick]
+        if self.describe and row["captions"][0]:
+            cap = row["captions"][int(torch.randint(len(row["captions"]), (1,), generator=gen))]
+            turns.insert(int(torch.randint(len(turns) + 1, (1,), generator=gen)), (DESCRIBE, cap))
+        ids, labels = qa_sequence(self.tokenizer, turns)
         pixels = square_crop_resize(Image.open(row["image"]).convert("RGB"), IMAGE_SIZE, "center")
         return {"pixels": pixels, "input_ids": ids, "labels": labels, "slot": key.slot}
 
