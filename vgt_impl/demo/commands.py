@@ -164,6 +164,30 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_convergence(args) -> int:
+    """``vgt demo convergence``: the same AR on VGT-AE latents and on DC-AE latents (see convergence.py)."""
+    import logging
+    import sys
+
+    from .convergence import ConvergenceConfig, run_convergence
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("accelerate", "torch", "transformers", "diffusers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    cfg = ConvergenceConfig(Path(args.recipe), Path(args.out), steps=args.steps, eval_every=args.eval_every,
+                            eval_limit=args.limit, images_per_prompt=args.images_per_prompt,
+                            overrides=tuple(args.set or []))
+    results = run_convergence(cfg, progress=lambda run, step, s: print(f"[{run}] step {step}: {s:.3f}", flush=True))
+    print(f"\n{'step':>6}" + "".join(f"{n:>10}" for n in results["runs"]))
+    steps = sorted({int(k) for r in results["runs"].values() for k in r["scores"]})
+    for step in steps:
+        row = [results["runs"][n]["scores"].get(str(step), {}).get("overall") for n in results["runs"]]
+        print(f"{step:>6}" + "".join(f"{v:>10.3f}" if v is not None else f"{'-':>10}" for v in row))
+    print(json.dumps(results["summary"], indent=1))
+    print(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'convergence.png'}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------------- parser
 def add_commands(sub, model_args, sampling_args) -> None:
     """Register ``demo`` (world, check-detector) and ``eval`` on the ``vgt`` parser's subparsers; ``model_args`` and
@@ -197,6 +221,17 @@ def add_commands(sub, model_args, sampling_args) -> None:
                    help="override a stage's run config, e.g. ar:loop.max_steps=500 (repeatable)")
     p.add_argument("--smoke", action="store_true", help="tiny everything, two steps per stage (checks the wiring)")
     p.set_defaults(func=cmd_train)
+
+    p = demo_sub.add_parser("convergence", help="the same VGT-AR on VGT-AE latents and on the DC-AE's (VAE-based "
+                                                "AR): shapes-GenEval against training steps")
+    p.add_argument("--recipe", required=True, help="a `vgt demo train` output folder")
+    p.add_argument("--out", required=True, help="output folder (runs, results.json, convergence.png)")
+    p.add_argument("--steps", type=int, default=1500, help="training steps of each run")
+    p.add_argument("--eval-every", type=int, default=250, help="export and score every N steps")
+    p.add_argument("--limit", type=int, default=8, help="shapes-GenEval prompts per category")
+    p.add_argument("--images-per-prompt", type=int, default=1)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override both AR runs' config (repeatable)")
+    p.set_defaults(func=cmd_convergence)
 
     p = sub.add_parser("eval", help="shapes-GenEval: per-category accuracy of a model on the small world")
     model_args(p, False)

@@ -10,7 +10,8 @@
 
 Both runs use the recipe's AR config (the same LLM initialisation from the world VLM, flow head, data order, seeds,
 steps and learning-rate schedule), export every ``eval_every`` steps, and each export is scored with shapes-GenEval
-(a fixed prompt subset, the default sampling). The result: the score against training steps for both (JSON, PNG),
+(a fixed prompt subset, the default sampling). Run (a) is the recipe's own AR run when that one exported at every
+``eval_every`` steps up to ``steps`` (the recipe's config does), so only the baseline is trained here. The result: the score against training steps for both (JSON, PNG),
 and how many steps each needs to reach the other's best score.
 """
 
@@ -150,6 +151,10 @@ def _train(cfg: ConvergenceConfig, out: Path, name: str, codec: DCAELatents) -> 
              f"loop.max_steps={cfg.steps}", f"loop.export_every={cfg.eval_every}", f"loop.output_dir={out / name}",
              "loop.keep_states=1", "model.sample_prompts=[]"] + list(cfg.overrides)
     if name == "vgtae":
+        recipe_run = _exports(r / "runs" / "ar")  # the recipe's own AR run is this run when it exported every N steps
+        if recipe_run and recipe_run[-1][0] == cfg.steps and {s for s, _ in recipe_run} >= set(
+                range(cfg.eval_every, cfg.steps + 1, cfg.eval_every)):
+            return recipe_run
         paths += [f"model.ae_checkpoint={r / 'ae2'}", f"data.latent_cache={r / 'cache'}"]
     else:
         cache = out / "cache_vae"
