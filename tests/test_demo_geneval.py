@@ -178,8 +178,8 @@ def test_eval_command_writes_table_json_and_grid(tmp_path, capsys):
     assert result["samples"][0]["detections"][0]["shape"] in SHAPES
     with Image.open(out / "grid.png") as grid:
         assert grid.size == (8 * 224, 2 * (224 + 30))  # 12 prompts: one image each, 8 per row
-    assert main(["eval", "--out", str(out)]) == 2  # no model given
-    assert "no model to evaluate" in capsys.readouterr().err
+    assert main(["eval", "--base-model", str(tmp_path), "--out", str(out)]) == 2  # no --ar: the built-in model
+    assert "--base-model / --ae need --ar" in capsys.readouterr().err
     assert main(["eval", "--generator", "oracle", "--size", "200", "--out", str(out)]) == 2
     assert "--size=200 is not a multiple of 28: use 196 or 224" in capsys.readouterr().err
     assert main(["eval", "--generator", "noise", "--limit", "0", "--out", str(out)]) == 2

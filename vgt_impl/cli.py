@@ -332,10 +332,31 @@ def _load_pipeline(args, device: torch.device | None = None):
                                        dtype=_dtype(args.dtype, device), device=device, attn_implementation=args.attn)
 
 
+def use_builtin_model(args) -> None:
+    """No --ar: the built-in vgt-demo model (shipped in the package), with its own base folder."""
+    if args.ar is None:
+        if args.base_model is not None or args.ae is not None:
+            raise UsageError("--base-model / --ae need --ar (without --ar the built-in vgt-demo model is used)")
+        from .demo.model_folder import demo_dir
+
+        args.ar = str(demo_dir())
+
+
+def default_size(ar: str) -> int:
+    """The image size a model folder recommends (the demo model: 224), else 448 (the official models)."""
+    import json
+
+    info = Path(ar) / "vgt_demo.json"
+    return int(json.loads(info.read_text()).get("size", 448)) if info.is_file() else 448
+
+
 def cmd_generate(args) -> int:
     from .backbones import latent_stride_of
     from .pipeline import load_tokenizer, tokenize_prompts
 
+    use_builtin_model(args)
+    if args.size is None:
+        args.size = default_size(args.ar)
     _resolve_base(args)
     s = latent_stride_of(args.base_model)  # config.json only
     (height, width), names = _check_generate(args, s)
@@ -493,9 +514,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _model_args(p: argparse.ArgumentParser, ar_required: bool) -> None:
-    p.add_argument("--ar", required=ar_required, help="VGT-AR checkpoint (.pth or converted .safetensors), or a model "
-                                                      "folder")
-    p.add_argument("--base-model", help="base VLM folder (config.json + tokenizer; default: the --ar model folder)")
+    p.add_argument("--ar", required=ar_required, help="VGT-AR checkpoint (.pth or converted .safetensors) or model "
+                   "folder" + ("" if ar_required else "; default: the built-in vgt-demo model"))
+    p.add_argument("--base-model", help="base VLM folder (config.json + tokenizer); default: the --ar model folder")
     p.add_argument("--ae", help="VGT-AE checkpoint (default: the one embedded in the AR checkpoint)")
     p.add_argument("--ae-base-model", help="base VLM folder of the VGT-AE encoder (InternVL3: the 1B model; "
                                            "default: --base-model)")
@@ -531,12 +552,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("generate", help="text -> PNG images with QueryAR", description="text -> images with QueryAR")
+    p = sub.add_parser("generate", help="text -> PNG images with QueryAR (no --ar: the built-in vgt-demo model)",
+                       description="text -> images with QueryAR (no --ar: the built-in vgt-demo model)")
     p.add_argument("prompts", nargs="+", help="one or more prompts (each gives --num-images images)")
-    _model_args(p, True)
+    _model_args(p, False)
     p.add_argument("--negative", help="negative prompt (default: the official unconditional prompt)")
-    p.add_argument("--size", type=int, default=448, help="height and width in pixels, a multiple of the latent stride "
-                                                         "(28; 32 for Qwen3-VL)")
+    p.add_argument("--size", type=int, help="height and width in pixels, a multiple of the latent stride (28; 32 for "
+                                            "Qwen3-VL); default: the model's own size (224 for vgt-demo), else 448")
     p.add_argument("--height", type=int, help="height in pixels (default: --size)")
     p.add_argument("--width", type=int, help="width in pixels (default: --size)")
     p.add_argument("--num-images", type=int, default=1, help="images per prompt")

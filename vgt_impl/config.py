@@ -64,6 +64,8 @@ class ARConfig:
     latent_dim: int = LATENT_CHANNELS
     latent_stride: int = LATENT_STRIDE  # pixels per latent token side (set from the base VLM's vision config)
     flow_head: FlowHeadConfig = field(default_factory=FlowHeadConfig)
+    latent_norm: bool = True  # sampled tokens are LayerNormed per token, as VGT-AE latents are; False for latents
+    #   that are not (a VAE-based AR baseline on scaled VAE latents)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

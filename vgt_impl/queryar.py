@@ -177,7 +177,9 @@ def decode(
             model.flow_head, cond, cfg_scale=cfg, num_steps=settings.num_flow_steps, method=settings.sampler,
             last_step_size=settings.last_step_size, noise_fn=noise_fn, generator=generator, time_embeddings=t_embs,
         )  # [B*g, C]
-        x = F.layer_norm(x.float(), (c,), eps=1e-6).view(batch, g, c)  # per-token LayerNorm, no affine
+        x = x.float().view(batch, g, c)
+        if getattr(model.config, "latent_norm", True):
+            x = F.layer_norm(x, (c,), eps=1e-6)  # per-token LayerNorm, no affine
         out[:, idx] = x
         if k + 1 < num_groups:
             pending = dec.feed_for(idx, x)

@@ -10,9 +10,6 @@ from pathlib import Path
 
 import numpy as np
 
-# The built-in model `vgt eval` uses when no --ar is given: (AR checkpoint, base model folder), or None while none ships.
-DEFAULT_MODEL: tuple[str, str] | None = None
-
 
 # ---------------------------------------------------------------------------------------------------------- demo world
 def cmd_world(args) -> int:
@@ -126,13 +123,9 @@ def _generator(args, specs):
         return OracleGenerator(specs), "oracle (rendered ground truth)"
     if args.generator == "noise":
         return functools.partial(noise_generator, size=args.size), "noise images"
-    if args.ar is None:
-        if DEFAULT_MODEL is None:
-            raise ValueError("no model to evaluate: give --ar and --base-model (or --generator oracle|noise)")
-        args.ar, args.base_model = DEFAULT_MODEL
-    if args.base_model is None:
-        raise ValueError("--ar needs --base-model (the base VLM folder with config.json and the tokenizer)")
-    from ..cli import _load_pipeline
+    from ..cli import _load_pipeline, use_builtin_model
+
+    use_builtin_model(args)  # no --ar: the built-in vgt-demo model
 
     pipe = _load_pipeline(args)
     gen = pipeline_generator(pipe, size=args.size, cfg_scale=args.cfg, cfg_schedule=args.cfg_schedule,
@@ -140,6 +133,59 @@ def _generator(args, specs):
                              sampler=args.sampler, mode=args.mode)
     return gen, f"model {args.ar} (cfg {args.cfg} {args.cfg_schedule}, {args.steps} steps, acc_ratio {args.acc_ratio}, " \
                 f"order {args.order}, sampler {args.sampler}, {args.size} px)"
+
+
+# ---------------------------------------------------------------------------------------------------------- train
+def cmd_train(args) -> int:
+    """``vgt demo train``: the whole vgt-demo recipe (see recipe.py)."""
+    import logging
+    import sys
+
+    from .recipe import STAGES, Recipe, RecipeConfig
+
+    overrides: dict[str, list[str]] = {}
+    for item in args.set or []:
+        stage, sep, kv = item.partition(":")
+        if not sep or stage not in STAGES or "=" not in kv:
+            raise ValueError(f"--set {item!r}: expected STAGE:key=value with STAGE one of {', '.join(STAGES)}")
+        overrides.setdefault(stage, []).append(kv)
+    stages = [s.strip() for s in args.stages.split(",")] if args.stages else None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("accelerate", "torch", "transformers", "diffusers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    cfg = RecipeConfig(Path(args.out), scenes=args.scenes, threads=args.threads, smoke=args.smoke, overrides=overrides)
+    timings = Recipe(cfg).run(stages, progress=lambda stage, what: print(f"[{stage}] {what}", flush=True))
+    print(f"\n{'stage':<12}{'wall s':>10}{'CPU s':>10}{'threads':>9}  load average (start -> end)")
+    for name, t in timings["stages"].items():
+        print(f"{name:<12}{t['wall_s']:>10.1f}{t['cpu_s']:>10.1f}{t['threads']:>9}  "
+              f"{t['load_avg_start'][0]:.2f} -> {t['load_avg_end'][0]:.2f}")
+    print(f"{'total':<12}{timings.get('total_wall_s', 0):>10.1f}{timings.get('total_cpu_s', 0):>10.1f}")
+    print(f"wrote {Path(args.out) / 'timings.json'}; the model folder is {Path(args.out) / 'vgt-demo'}")
+    return 0
+
+
+def cmd_convergence(args) -> int:
+    """``vgt demo convergence``: the same AR on VGT-AE latents and on DC-AE latents (see convergence.py)."""
+    import logging
+    import sys
+
+    from .convergence import ConvergenceConfig, run_convergence
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("accelerate", "torch", "transformers", "diffusers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    cfg = ConvergenceConfig(Path(args.recipe), Path(args.out), steps=args.steps, eval_every=args.eval_every,
+                            eval_limit=args.limit, images_per_prompt=args.images_per_prompt,
+                            overrides=tuple(args.set or []))
+    results = run_convergence(cfg, progress=lambda run, step, s: print(f"[{run}] step {step}: {s:.3f}", flush=True))
+    print(f"\n{'step':>6}" + "".join(f"{n:>10}" for n in results["runs"]))
+    steps = sorted({int(k) for r in results["runs"].values() for k in r["scores"]})
+    for step in steps:
+        row = [results["runs"][n]["scores"].get(str(step), {}).get("overall") for n in results["runs"]]
+        print(f"{step:>6}" + "".join(f"{v:>10.3f}" if v is not None else f"{'-':>10}" for v in row))
+    print(json.dumps(results["summary"], indent=1))
+    print(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'convergence.png'}")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------------------- parser
@@ -165,6 +211,28 @@ def add_commands(sub, model_args, sampling_args) -> None:
                    help="check the clean renders only")
     p.add_argument("--speed-scenes", type=int, default=500, help="random scenes timed for sample/render/detect")
     p.set_defaults(func=cmd_check_detector)
+
+    p = demo_sub.add_parser("train", help="rebuild the vgt-demo model from nothing: world, tokenizer, VLM, DC-AE, "
+                                          "VGT-AE stages 1-2, latent cache, VGT-AR, export (resumable)")
+    p.add_argument("--out", required=True, help="output folder: every stage's output, timings.json, recipe.log")
+    p.add_argument("--stages", help="comma list of stages to run (default: all; finished ones are skipped)")
+    p.add_argument("--scenes", type=int, default=30000, help="training scenes of the world")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, all cores)")
+    p.add_argument("--set", action="append", metavar="STAGE:KEY=VALUE",
+                   help="override a stage's run config, e.g. ar:loop.max_steps=500 (repeatable)")
+    p.add_argument("--smoke", action="store_true", help="tiny everything, two steps per stage (checks the wiring)")
+    p.set_defaults(func=cmd_train)
+
+    p = demo_sub.add_parser("convergence", help="the same VGT-AR on VGT-AE latents and on the DC-AE's (VAE-based "
+                                                "AR): shapes-GenEval against training steps")
+    p.add_argument("--recipe", required=True, help="a `vgt demo train` output folder")
+    p.add_argument("--out", required=True, help="output folder (runs, results.json, convergence.png)")
+    p.add_argument("--steps", type=int, default=1500, help="training steps of each run")
+    p.add_argument("--eval-every", type=int, default=250, help="export and score every N steps")
+    p.add_argument("--limit", type=int, default=8, help="shapes-GenEval prompts per category")
+    p.add_argument("--images-per-prompt", type=int, default=1, help="images scored per prompt")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override both AR runs' config (repeatable)")
+    p.set_defaults(func=cmd_convergence)
 
     p = sub.add_parser("eval", help="shapes-GenEval: per-category accuracy of a model on the small world")
     model_args(p, False)

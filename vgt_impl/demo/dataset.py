@@ -33,8 +33,8 @@ FORMAT = "vgt-demo-world/1"
 ALT_CAPTIONS = 3  # extra captions per image in the manifest (other phrasings of the same scene)
 
 
-def scene_record(seed: int, index: int, qa_per_kind: int = 2) -> tuple[dict, object]:
-    """Scene ``index`` of dataset ``seed`` -> (manifest record without the image path, PIL image)."""
+def scene_record(seed: int, index: int, qa_per_kind: int = 2, render_image: bool = True) -> tuple[dict, object]:
+    """Scene ``index`` of dataset ``seed`` -> (manifest record without the image path, PIL image or None)."""
     rng = np.random.default_rng([seed, index])
     scene = sample_scene(rng)
     scene = replace(scene, meta={**scene.meta, "seed": [seed, index]})
@@ -42,7 +42,7 @@ def scene_record(seed: int, index: int, qa_per_kind: int = 2) -> tuple[dict, obj
     alts = list(dict.fromkeys([first] + [caption(scene, rng) for _ in range(ALT_CAPTIONS)]))
     record = {"caption": first, "captions": alts, "qa": [q.to_dict() for q in questions(scene, rng, qa_per_kind)],
               "scene": scene.to_dict()}
-    return record, render(scene)
+    return record, render(scene) if render_image else None
 
 
 def _write_chunk(args: tuple[str, int, int, int, int]) -> list[dict]:

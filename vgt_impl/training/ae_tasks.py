@@ -76,8 +76,12 @@ class _AETask(TrainTask):
         from .data import ImageCaptionDataset, load_records
 
         records = load_records(data_config.source, data_config.image_key, data_config.caption_key)
-        self._dataset = ImageCaptionDataset(records, data_config.image_size, data_config.crop)
+        self._dataset = ImageCaptionDataset(records, data_config.image_size, data_config.crop, stride=self.image_stride())
         return self._dataset
+
+    def image_stride(self) -> int:
+        """Training images are a multiple of this many pixels: the VGT-AE's latent stride, the DC-AE's compression."""
+        return int(self.ae.stride) if hasattr(self, "ae") else int(self.compression)
 
     def sample_batch(self) -> torch.Tensor | None:
         """The first ``sample_images`` images of the dataset (fixed crops), for the periodic sample grid."""
