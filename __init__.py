@@ -34,7 +34,9 @@ def _provide_vgt_impl() -> None:
 
 _provide_vgt_impl()
 
-if importlib.util.find_spec("folder_paths") is not None and importlib.util.find_spec("comfy") is not None:
+# Registered only when imported as a package (ComfyUI imports custom-node folders as packages); a plain import of
+# this file, e.g. by a test runner collecting a folder whose name is not a Python identifier, registers nothing.
+if __package__ and importlib.util.find_spec("folder_paths") is not None and importlib.util.find_spec("comfy") is not None:
     from .comfyui_vgt import folders as _folders
     from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: F811
 

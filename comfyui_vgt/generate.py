@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 
 def conditioning_text(cond: Any, name: str) -> str:
-    if not isinstance(cond, dict) or "text" not in cond:
+    if not isinstance(cond, dict) or not isinstance(cond.get("text"), str):
         raise ValueError(f"{name}: expected a VGT conditioning from VGT Text Encode, got {type(cond).__name__}")
     return cond["text"]
 
@@ -32,6 +32,25 @@ def sampling_options(*, steps: int, sampler: str, group_schedule: str, time_grid
     return dict(opts, compile=bool(compile))
 
 
+# Library argument -> the node input a user sees (errors name the input, e.g. parallel_tokens, not acc_ratio).
+NODE_NAMES = {"cfg_scale": "cfg", "num_flow_steps": "steps", "acc_ratio": "parallel_tokens",
+              "num_images_per_prompt": "batch_size"}
+MAX_SEED = 0xFFFFFFFFFFFFFFFF
+
+
+def check_inputs(handle, *, width, height, batch_size, seed, cfg, cfg_schedule, steps, parallel_tokens,
+                 sampler="sde", mode="reference") -> tuple[int, int]:
+    """The sampling inputs of a node, named as on the node; ComfyUI's min/max let NaN through. -> latent (h, w)."""
+    from vgt_impl.pipeline import check_generate_options
+    from vgt_impl.validation import check_int
+
+    h, w = handle.pipe.check_size(height, width)
+    check_generate_options(cfg_scale=cfg, cfg_schedule=cfg_schedule, num_flow_steps=steps, acc_ratio=parallel_tokens,
+                           sampler=sampler, mode=mode, num_images_per_prompt=batch_size, names=NODE_NAMES)
+    check_int("seed", seed, lo=0, hi=MAX_SEED)
+    return h, w
+
+
 def run(handle, positive, negative, *, width: int, height: int, batch_size: int, seed: int, cfg: float,
         cfg_schedule: str, steps: int, parallel_tokens: int, order: str, sampler: str = "sde",
         mode: str = "reference", preview: bool = True, context=None, group_schedule: str = "equal",
@@ -41,8 +60,9 @@ def run(handle, positive, negative, *, width: int, height: int, batch_size: int,
 
     sampling = sampling_options(steps=steps, sampler=sampler, group_schedule=group_schedule, time_grid=time_grid,
                                 time_shift=time_shift, preset=preset, compile=compile)
-
-    h, w = handle.pipe.check_size(height, width)  # before anything is moved to the GPU
+    h, w = check_inputs(handle, width=width, height=height, batch_size=batch_size, seed=seed, cfg=cfg,
+                        cfg_schedule=cfg_schedule, steps=sampling["num_flow_steps"], parallel_tokens=parallel_tokens,
+                        sampler=sampling["sampler"], mode=mode)  # before anything is moved to the GPU
     text = conditioning_text(positive, "positive")
     neg = conditioning_text(negative, "negative") if negative is not None else None
     acc = min(int(parallel_tokens), h * w)

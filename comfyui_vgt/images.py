@@ -13,10 +13,22 @@ MIN_STRIDE, MAX_STRIDE = 14, 64
 FIT_MODES = ("error", "center_crop", "resize")
 
 
-def from_comfy(image: torch.Tensor) -> torch.Tensor:
-    """IMAGE [B, H, W, C] in 0..1 -> [B, 3, H, W] in [-1, 1] (alpha dropped, grey expanded)."""
-    if image.ndim != 4:
-        raise ValueError(f"image: expected a ComfyUI IMAGE [B, H, W, C], got shape {tuple(image.shape)}")
+def from_comfy(image: torch.Tensor, name: str = "image") -> torch.Tensor:
+    """IMAGE [B, H, W, C] in 0..1 -> [B, 3, H, W] in [-1, 1] (alpha dropped, grey expanded).
+
+    Anything else (NaN/inf, values outside 0..1, an empty batch, another layout) is an error naming the input.
+    """
+    from vgt_impl.validation import check_finite, check_nonempty, check_range, check_tensor
+
+    check_tensor(name, image, shape_hint="(ComfyUI IMAGE [B, H, W, C])")
+    if image.ndim != 4 or not 1 <= image.shape[-1] <= 4:
+        raise ValueError(f"{name}: expected a ComfyUI IMAGE [B, H, W, C] (C = 1 to 4), got shape {tuple(image.shape)}")
+    check_nonempty(name, image, "B, H, W, C")
+    if image.is_floating_point():
+        check_finite(name, image)
+        check_range(name, image, 0.0, 1.0, " (a ComfyUI IMAGE holds 0..1 floats)")
+    else:
+        raise ValueError(f"{name} has dtype {image.dtype}: a ComfyUI IMAGE holds 0..1 floats")
     x = image[..., :3] if image.shape[-1] >= 3 else image[..., :1].expand(*image.shape[:3], 3)
     return x.permute(0, 3, 1, 2).float() * 2.0 - 1.0
 
@@ -74,10 +86,16 @@ def fit_to_match(x: torch.Tensor, size: tuple[int, int], mode: str, name: str = 
 
 def mask_to_pixels(mask: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """ComfyUI MASK [B, H, W] or [H, W] -> [B, h, w] float in 0..1 at the image size (resized if it differs)."""
+    from vgt_impl.validation import check_finite, check_nonempty, check_range, check_tensor
+
+    check_tensor("mask", mask, shape_hint="(ComfyUI MASK [B, H, W])")
     m = mask.float()
     m = m.unsqueeze(0) if m.ndim == 2 else m
     if m.ndim != 3:
         raise ValueError(f"mask: expected a ComfyUI MASK [B, H, W], got shape {tuple(mask.shape)}")
+    check_nonempty("mask", m, "B, H, W")
+    check_finite("mask", m)
+    check_range("mask", m, 0.0, 1.0, " (a ComfyUI MASK holds 0..1: 1 = regenerate)")
     if tuple(m.shape[-2:]) != (h, w):
         mh, mw = m.shape[-2:]
         if abs(mh / mw - h / w) > 0.01 * (h / w):

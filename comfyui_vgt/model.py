@@ -109,14 +109,11 @@ class VGTModelHandle:
 def load_model(ar_path, base_dir, *, ae_path=None, ae_base_dir=None, decoder=None, dtype_name="auto",
                attention="sdpa") -> VGTModelHandle:
     """Load VGT-AR (+ its VGT-AE) onto the offload device, wrapped for ComfyUI."""
-    from vgt_impl import VGTAutoencoder, VGTPipeline
+    from vgt_impl import VGTPipeline
 
     load, offload, dtype = choose_devices(dtype_name)
-    ae = None
-    if ae_path is not None:
-        ae = VGTAutoencoder.from_pretrained(ae_path, base_model=ae_base_dir or base_dir, decoder_config=decoder,
-                                            dtype=dtype, device=offload, attn_implementation=attention)
-    pipe = VGTPipeline.from_pretrained(ar_path, ae=ae, base_model=base_dir, ae_base_model=ae_base_dir,
+    # A VGT-AE path is loaded by the pipeline after its checks (family, tokenizer) and the AR network.
+    pipe = VGTPipeline.from_pretrained(ar_path, ae=ae_path, base_model=base_dir, ae_base_model=ae_base_dir,
                                        decoder_config=decoder, dtype=dtype, device=offload,
                                        attn_implementation=attention)
     ae_handle = VGTAEHandle(pipe.ae, make_patcher(pipe.ae, load, offload)) if pipe.ae is not None else None

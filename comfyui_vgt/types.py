@@ -36,10 +36,16 @@ def check_latent(latent: Any, name: str = "samples") -> torch.Tensor:
     if not isinstance(latent, dict) or "samples" not in latent:
         raise ValueError(f"{name}: expected a VGT latent (from VGT-AE Encode or QueryAR Sampler), got {type(latent).__name__}")
     samples = latent["samples"]
+    if not torch.is_tensor(samples):
+        raise ValueError(f"{name}: its samples are a {type(samples).__name__}, not a tensor")
     if not latent.get("vgt") or samples.ndim != 4 or samples.shape[1] != LATENT_CHANNELS:
         raise ValueError(
             f"{name}: this is not a VGT latent (shape {tuple(samples.shape)}; VGT latents are [B, 32, H/s, W/s], s = 28 "
             f"or 32 px per token). "
             f"An SD/Flux LATENT cannot be decoded by VGT-AE: use VGT-AE Encode on the image instead"
         )
+    from vgt_impl.validation import check_finite, check_nonempty
+
+    check_nonempty(name, samples, "B, 32, h, w")
+    check_finite(name, samples)
     return samples

@@ -1,5 +1,9 @@
-"""Draws example_inputs/vgt_example.png: a 448x448 scene (the size the released models were trained at) whose alpha channel
-holds an inpaint mask over the bowl on the table (transparent = masked, as Load Image and the mask editor do).
+"""Draws the example pictures, each with an inpaint mask in its alpha channel (transparent = masked, as Load Image and
+the mask editor do):
+
+- vgt_example.png: a 448x448 scene (the size the released models were trained at), the mask over the bowl on the table;
+- vgt_demo_example.png: a 224x224 scene of the small world (what the built-in vgt-demo model draws), a red circle left
+  of a blue square on white, the mask over the square and a margin around it.
 
     python example_inputs/make_example.py
 """
@@ -32,14 +36,30 @@ def scene() -> Image.Image:
     return img.filter(ImageFilter.SMOOTH)
 
 
+def demo_scene() -> tuple[Image.Image, tuple[float, float, float, float]]:
+    """The small world's scene (vgt_impl.demo) and the box of the object the mask covers."""
+    from vgt_impl.demo.render import render
+    from vgt_impl.demo.scene import Background, Scene, SceneObject
+
+    circle = SceneObject("circle", "red", "large", (62.0, 112.0), 70.0)
+    square = SceneObject("square", "blue", "large", (160.0, 112.0), 70.0)
+    return render(Scene((circle, square), Background(("white",)), 224)), square.bbox
+
+
 def main() -> None:
+    here = Path(__file__).resolve().parent
     rgba = scene()
     alpha = Image.new("L", rgba.size, 255)
     ImageDraw.Draw(alpha).ellipse([168, 228, 280, 324], fill=0)  # the mask: the bowl and a margin around it
     rgba.putalpha(alpha)
-    out = Path(__file__).resolve().parent / "vgt_example.png"
-    rgba.save(out, optimize=True)
-    print(f"wrote {out}")
+    rgba.save(here / "vgt_example.png", optimize=True)
+    print(f"wrote {here / 'vgt_example.png'}")
+    demo, (x0, y0, x1, y1) = demo_scene()
+    alpha = Image.new("L", demo.size, 255)
+    ImageDraw.Draw(alpha).rectangle([x0 - 6, y0 - 6, x1 + 6, y1 + 6], fill=0)  # the square and a 6 px margin
+    demo.putalpha(alpha)
+    demo.save(here / "vgt_demo_example.png", optimize=True)
+    print(f"wrote {here / 'vgt_demo_example.png'}")
 
 
 if __name__ == "__main__":

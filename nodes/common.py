@@ -18,7 +18,7 @@ def sampling_inputs() -> dict:
                           "tooltip": "Classifier-free guidance on the first token group; 1 disables guidance (faster)."}),
         "cfg_schedule": (["linear", "constant"], {"default": "linear",
                          "tooltip": "linear: guidance decays towards 1 over the token groups (the reference default); constant: same guidance throughout."}),
-        "steps": ("INT", {"default": 30, "min": 1, "max": 200,
+        "steps": ("INT", {"default": 30, "min": 2, "max": 200,
                           "tooltip": "Flow-matching steps per token group (the reference samples with 30-100)."}),
         "parallel_tokens": ("INT", {"default": 4, "min": 1, "max": 4096,
                                     "tooltip": "acc_ratio: tokens decoded in parallel per LLM step. 1 = one token at a time (best quality); 16 is about 10x faster."}),

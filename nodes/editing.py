@@ -35,6 +35,11 @@ def _edit(model, positive, negative, samples, gen_mask, **kw) -> dict:
         raise ValueError(f"samples have {s} px per token but the model makes {model.latent_stride}: encode the "
                          f"image with the model's own VGT-AE")
     b, _, h, w = z.shape
+    mh, mw = model.pipe.max_latent_size
+    if h > mh or w > mw:  # the sizes come from the samples here, not from a width/height input of this node
+        raise ValueError(f"samples are {h}x{w} tokens ({h * s}x{w * s} px) but the model's query grid is at most "
+                         f"{mh}x{mw} tokens ({mh * s}x{mw * s} px): encode a smaller image or pad less in VGT "
+                         f"Outpaint Pad")
     if gen_mask.shape[0] not in (1, b):
         raise ValueError(f"mask batch {gen_mask.shape[0]} does not match the {b} latents: give 1 mask or {b}")
     gen_mask = gen_mask.expand(b, h, w)
@@ -71,9 +76,14 @@ class VGTInpaint:
 
     def inpaint(self, model, positive, samples, mask, mask_rule, threshold, grow_tokens, negative=None, **kw):
         from vgt_impl.editing import pixel_mask_to_tokens
+        from vgt_impl.validation import check_choice, check_int, check_real
 
         z = T.check_latent(samples)
         h, w = z.shape[-2:]
+        threshold = check_real("threshold", threshold, lo=0.0, hi=1.0)  # ComfyUI's min/max let NaN through
+        grow_tokens = check_int("grow_tokens", grow_tokens, lo=0)
+        check_choice("mask_rule", mask_rule, ("any", "majority", "threshold"))
+        I.mask_to_pixels(mask.cpu(), *mask.shape[-2:])  # NaN, empty or out-of-range masks named before anything runs
         s = T.latent_stride(samples)
         if float(mask.max()) <= 0.0:  # an empty mask (e.g. LoadImage without alpha): a documented no-op
             show_on_node("The mask is empty: nothing was regenerated and the image comes back unchanged. Paint a mask "
@@ -114,10 +124,12 @@ class VGTOutpaintPad:
 
     def pad(self, samples, left, top, right, bottom):
         from vgt_impl.editing import outpaint_canvas
+        from vgt_impl.validation import check_int
 
         z = T.check_latent(samples)
         s = T.latent_stride(samples)
         for name, v in (("left", left), ("top", top), ("right", right), ("bottom", bottom)):
+            v = check_int(name, v, lo=0, hint=" (pixels)")
             if v % s:
                 raise ValueError(f"{name}={v} is not a multiple of {s} pixels (one latent token of these samples)")
         canvas, mask = outpaint_canvas(z, left=left // s, top=top // s, right=right // s, bottom=bottom // s)
@@ -147,7 +159,9 @@ class VGTVariation:
 
     def vary(self, model, positive, samples, strength, negative=None, **kw):
         from vgt_impl.editing import variation_mask
+        from vgt_impl.validation import check_real
 
+        strength = check_real("strength", strength, lo=0.0, hi=1.0)  # NaN passes ComfyUI's min/max
         z = T.check_latent(samples)
         b, _, h, w = z.shape
         gen = torch.Generator().manual_seed(int(kw["seed"]) ^ 0x5EED)  # token choice: its own stream, seeded
@@ -184,10 +198,15 @@ class VGTComposite:
 
     def composite(self, edited, original, mask, feather, fit):
         from vgt_impl.editing import composite
+        from vgt_impl.validation import check_int
 
-        gen = I.from_comfy(edited)
-        orig = I.fit_to_match(I.from_comfy(original), tuple(gen.shape[-2:]), fit, "original")
+        feather = check_int("feather", feather, lo=0, hint=" (pixels)")
+        gen = I.from_comfy(edited, "edited")
+        orig = I.fit_to_match(I.from_comfy(original, "original"), tuple(gen.shape[-2:]), fit, "original")
         if orig.shape[0] not in (1, gen.shape[0]):
             raise ValueError(f"original batch {orig.shape[0]} does not match the {gen.shape[0]} edited images")
         m = I.mask_to_pixels(mask.cpu(), *gen.shape[-2:])
+        if m.shape[0] not in (1, gen.shape[0]):
+            raise ValueError(f"mask batch {m.shape[0]} does not match the {gen.shape[0]} edited images: give 1 mask or "
+                             f"{gen.shape[0]}")
         return (I.to_comfy(composite(gen, orig.expand_as(gen), m, feather=feather)),)

@@ -30,6 +30,34 @@ def _decoder(name: str):
     return None if name == BUILTIN_DCAE else folders.base_path(name)
 
 
+def _check_model_choice(ar_name, ar_path, base_name, base, ae_name, ae_path, ae_base_name, ae_base) -> None:
+    """The picked files pair up, checked from their keys and config.json alone; errors name the node's inputs."""
+    from vgt_impl.backbones import detect_family_from_dir, display_name, get_family
+    from vgt_impl.checkpoints import peek
+
+    info = peek(ar_path)
+    if info.kind not in ("ar", "converted_ar"):
+        raise ValueError(f"ar_checkpoint: {ar_name} is a VGT-AE checkpoint: pick it in vgt_ae (or use Load VGT-AE), "
+                         f"and a VGT-AR checkpoint here")
+    fam = info.family
+    if detect_family_from_dir(base) != fam:
+        raise ValueError(f"base_model: {base_name} is {display_name(detect_family_from_dir(base))} but ar_checkpoint "
+                         f"{ar_name} is a VGT-{display_name(fam)} model: pick {get_family(fam).base_models}")
+    if ae_path is None and not info.has_embedded_ae:
+        raise ValueError(f"vgt_ae: {ar_name} embeds no VGT-AE: pick the VGT-AE checkpoint (vgt_ae/vgt_ae_qwen25vl.pth "
+                         f"or vgt_ae_internvl3.pth) in vgt_ae")
+    if ae_path is not None:
+        ae = peek(ae_path)
+        if ae.kind in ("ar", "converted_ar") and not ae.has_embedded_ae:
+            raise ValueError(f"vgt_ae: {ae_name} is a VGT-AR checkpoint without a VGT-AE: pick a VGT-AE checkpoint")
+        if ae.family != fam:
+            raise ValueError(f"vgt_ae: {ae_name} is the {display_name(ae.family)} VGT-AE but ar_checkpoint is a "
+                             f"VGT-{display_name(fam)} model: pick the {display_name(fam)} VGT-AE, or {EMBEDDED}")
+    if detect_family_from_dir(ae_base) != fam:
+        raise ValueError(f"ae_base_model: {ae_base_name} is {display_name(detect_family_from_dir(ae_base))} but the "
+                         f"VGT-AE is {display_name(fam)}: pick {get_family(fam).ae_base_model}")
+
+
 OUTPUT_TIPS = ("The VGT model (language model + queries + flow head): wire it into VGT Text Encode and the sampler.",
                "Its VGT-AE (encoder + DC-AE decoder): wire it into VGT-AE Decode / Encode.")
 
@@ -102,12 +130,13 @@ class VGTModelLoader:
     def load(self, ar_checkpoint, base_model, vgt_ae, ae_base_model, decoder_config, dtype, attention):
         _check_attention(attention)
         base = folders.base_path(base_model)
-        handle = M.load_model(
-            folders.checkpoint_path(ar_checkpoint), base,
-            ae_path=None if vgt_ae == EMBEDDED else folders.checkpoint_path(vgt_ae),
-            ae_base_dir=base if ae_base_model == SAME_BASE else folders.base_path(ae_base_model),
-            decoder=_decoder(decoder_config), dtype_name=dtype, attention=attention,
-        )
+        ar_path = folders.checkpoint_path(ar_checkpoint)
+        ae_path = None if vgt_ae == EMBEDDED else folders.checkpoint_path(vgt_ae)
+        ae_base = base if ae_base_model == SAME_BASE else folders.base_path(ae_base_model)
+        _check_model_choice(ar_checkpoint, ar_path, base_model, base, vgt_ae, ae_path,
+                            base_model if ae_base_model == SAME_BASE else ae_base_model, ae_base)
+        handle = M.load_model(ar_path, base, ae_path=ae_path, ae_base_dir=ae_base, decoder=_decoder(decoder_config),
+                              dtype_name=dtype, attention=attention)
         if handle.ae is None:
             raise ValueError(f"{ar_checkpoint} embeds no VGT-AE: pick the VGT-AE checkpoint (vgt_ae/vgt_ae_qwen25vl.pth "
                              f"or vgt_ae_internvl3.pth) in vgt_ae")
@@ -134,5 +163,15 @@ class VGTAELoader:
         }
 
     def load(self, vgt_ae, base_model, decoder_config, dtype):
-        return (M.load_ae(folders.checkpoint_path(vgt_ae), folders.base_path(base_model),
-                          decoder=_decoder(decoder_config), dtype_name=dtype),)
+        from vgt_impl.backbones import detect_family_from_dir, display_name, get_family
+        from vgt_impl.checkpoints import peek_family
+
+        path, base = folders.checkpoint_path(vgt_ae), folders.base_path(base_model)
+        try:
+            fam = peek_family(path, want="ae")
+        except ValueError as e:
+            raise ValueError(f"vgt_ae: {e}") from None
+        if detect_family_from_dir(base) != fam:
+            raise ValueError(f"base_model: {base_model} is {display_name(detect_family_from_dir(base))} but vgt_ae "
+                             f"{vgt_ae} is the {display_name(fam)} VGT-AE: pick {get_family(fam).ae_base_model}")
+        return (M.load_ae(path, base, decoder=_decoder(decoder_config), dtype_name=dtype),)

@@ -28,5 +28,11 @@ class VGTTextEncode:
     def encode(self, model, text):
         if not isinstance(text, str) or not text.strip():
             raise ValueError("text is empty: write a prompt (for no negative prompt, leave the sampler's negative unconnected)")
-        batch = model.pipe.encode_prompts([text])  # validates and tokenises now: errors show on this node
+        from vgt_impl.validation import PromptTooLongError
+
+        try:
+            batch = model.pipe.encode_prompts([text])  # validates and tokenises now: errors show on this node
+        except PromptTooLongError as e:
+            raise ValueError(f"text is {e.n_tokens} tokens after templating, more than the {e.limit} the VGT models "
+                             f"were trained with: shorten it") from None
         return ({"text": text, "family": model.family, "num_tokens": len(batch.input_ids[0])},)

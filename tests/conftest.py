@@ -60,6 +60,25 @@ def manifests_dir(reference_dir: Path) -> Path:
     return path
 
 
+@pytest.fixture()
+def no_network_build(monkeypatch):
+    """Fail the test if a VGT-AR or VGT-AE network gets built: its checks must come first."""
+    import vgt_impl.autoencoder as autoencoder
+    import vgt_impl.loading as loading
+
+    def refuse(*a, **k):
+        raise AssertionError("a network was built before the inputs were checked")
+
+    monkeypatch.setattr(loading, "VGTARModel", refuse)
+    monkeypatch.setattr(autoencoder.VGTAutoencoder, "__init__", refuse)
+
+
+def pytest_collection_modifyitems(config, items):  # noqa: D103
+    for item in items:  # the "fixtures" marker: every test that uses the reference fixtures, directly or not
+        if "reference_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.fixtures)
+
+
 _fixture_skips: list[str] = []
 
 

@@ -128,7 +128,7 @@ def test_strict_errors_are_grouped_and_short():
 def test_wrong_family_is_explained(reference_dir):
     """InternVL3 VGT-AE weights offered to a Qwen2.5-VL model are named as such."""
     sd = load_checkpoint_file(reference_dir / "internvl3" / "ae" / "vgt_ae_internvl3.pth")
-    with pytest.raises(CheckpointMismatchError, match="looks like a InternVL3 checkpoint but the model is Qwen2.5-VL"):
+    with pytest.raises(CheckpointMismatchError, match="looks like an InternVL3 checkpoint but the model is Qwen2.5-VL"):
         load_strict(Tiny(2), sd, what="vgt_ae_internvl3.pth")
 
 

@@ -52,11 +52,14 @@ def test_generate_and_reconstruct_write_pngs(reference_dir, tmp_path):
             "--num-images", "2", "--out", str(tmp_path / "gen")]
     assert main(args) == 0
     files = sorted((tmp_path / "gen").glob("*.png"))
-    assert len(files) == 2 and Image.open(files[0]).size == (112, 112)
+    assert len(files) == 2
+    with Image.open(files[0]) as img:
+        assert img.size == (112, 112)
     Image.new("RGB", (130, 120), (200, 30, 30)).save(tmp_path / "in.png")
     assert main(["reconstruct", str(tmp_path / "in.png"), "--ae", str(q / "ae" / "vgt_ae_qwen25vl.pth"),
                  "--base-model", str(base), "--decoder", str(dec), "--side-by-side", "--out-dir", str(tmp_path)]) == 0
-    assert Image.open(tmp_path / "in_vgt_recon.png").size == (224, 112)
+    with Image.open(tmp_path / "in_vgt_recon.png") as img:
+        assert img.size == (224, 112)
 
 
 def test_generate_reports_bad_size(reference_dir, capsys):

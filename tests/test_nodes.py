@@ -309,6 +309,7 @@ print(len(pack.NODE_CLASS_MAPPINGS))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("with_comfy", [False, True])
 def test_entry_point_without_install(with_comfy):
     """The pack folder as ComfyUI imports it, library not pip-installed: nodes only when ComfyUI is importable, and the
@@ -340,7 +341,7 @@ def test_unified_loader_finds_a_release_in_place_and_a_plain_checkpoint(comfy_en
     model, ae = NODES["VGTUnifiedLoader"]().load("VGT-Qwen2.5-VL-2B-SFT", True, "auto", "sdpa")
     assert model.family == "qwen2_5_vl" and ae is model.ae
     (pos,) = NODES["VGTTextEncode"]().encode(model, "a red apple")
-    assert _sample(model, pos, steps=1)["samples"].shape == (1, 32, 4, 4)
+    assert _sample(model, pos, steps=2)["samples"].shape == (1, 32, 4, 4)
     vgt = comfy_env / "models" / "vgt"
     (vgt / "finetune").mkdir()
     (vgt / "finetune" / "step_100.pth").symlink_to((vgt / "vgt_qwen25vl_2B_sft" / "iter_5000.pth").resolve())
@@ -368,7 +369,7 @@ def test_unified_loader_with_an_empty_models_folder(comfy_folders, reference_dir
     assert (comfy_folders / "models" / "vgt" / "vgt_qwen25vl_2B_sft" / "iter_5000.pth").is_file()
     assert progress and progress[-1][0] == progress[-1][1] > 1_000_000  # bytes of every file
     (pos,) = NODES["VGTTextEncode"]().encode(model, "a red apple")
-    (img,) = NODES["VGTAEDecode"]().decode(ae, _sample(model, pos, steps=1))
+    (img,) = NODES["VGTAEDecode"]().decode(ae, _sample(model, pos, steps=2))
     assert img.shape == (1, 112, 112, 3)
     with pytest.raises(FileNotFoundError, match=r"(?s)9 file\(s\) missing .*hub unreachable"):  # the decoder config is there
         loader.load("VGT-InternVL3-1.6B-SFT", True, "auto", "sdpa")  # HF_ENDPOINT now points at a closed port

@@ -189,7 +189,7 @@ def test_tiny_cached_steps_continue_each_row(tiny):
 
     pipe.ar.llm.forward = spy
     pipe.generate(["a", "a blue square left of a green star"], height=56, width=56, cfg_scale=2.0,
-                  num_flow_steps=1, acc_ratio=1, decode=False, generator=torch.Generator().manual_seed(0))
+                  num_flow_steps=2, acc_ratio=1, decode=False, generator=torch.Generator().manual_seed(0))
     assert len(calls) == 4
     first_last = calls[0][:, -1]
     assert len(set(first_last.tolist())) > 1  # rows of different prompt lengths end at different positions
@@ -229,15 +229,16 @@ def test_tiny_cli_inspect_and_generate(tiny, tmp_path, capsys):
     assert "Qwen3-VL" in out.split("needs:")[1]
     assert main(["generate", "a red circle", "--ar", str(tiny["ar"]), "--base-model", str(tiny["base"]),
                  "--size", "100", "--dtype", "fp32"]) == 2
-    assert "--height 100 is not a multiple of 28: use 84 or 112" in capsys.readouterr().err
+    assert "--size=100 is not a multiple of 28: use 84 or 112" in capsys.readouterr().err
     png = tmp_path / "x.png"
     assert main(["generate", "a red circle", "--ar", str(tiny["ar"]), "--base-model", str(tiny["base"]),
                  "--decoder", str(_write_json(tmp_path / "dcae.json", tiny["decoder"])), "--size", "56",
-                 "--steps", "1", "--acc-ratio", "4", "--seed", "0", "--dtype", "fp32", "--device", "cpu",
+                 "--steps", "2", "--acc-ratio", "4", "--seed", "0", "--dtype", "fp32", "--device", "cpu",
                  "--out", str(png)]) == 0
     from PIL import Image
 
-    assert Image.open(png).size == (56, 56)
+    with Image.open(png) as img:
+        assert img.size == (56, 56)
 
 
 def _write_json(path: Path, obj) -> Path:

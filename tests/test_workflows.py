@@ -161,6 +161,7 @@ def execute(api: dict, overrides: dict | None = None) -> dict:
     return wf_run.execute(api, NODES, overrides, after=_small_example)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_runs_on_tiny_model(path, comfy_env):
     api = json.loads(api_path(path).read_text())

@@ -16,9 +16,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import get_family
+from .backbones import detect_family_from_dir, display_name, get_family
 from .backbones.common import rebuild_meta_buffers
 from .config import LATENT_CHANNELS, LATENT_STRIDE, AEConfig
+from .validation import (
+    check_attn_implementation,
+    check_device,
+    check_dtype,
+    check_finite,
+    check_nonempty,
+    check_range,
+    check_tensor,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,24 +60,74 @@ class ResBlock(nn.Module):
 
 
 def load_decoder_config(decoder_config: Any) -> dict[str, Any]:
-    """A diffusers AutoencoderDC config: dict, folder with config.json, config.json path, or None (built-in f32c32)."""
+    """A diffusers AutoencoderDC config: dict, folder with config.json, config.json path, or None (built-in f32c32).
+
+    Anything else (a VLM folder's config, unknown fields, latents other than 32 channels) is an error naming it.
+    """
     if decoder_config is None:
         return dict(DCAE_F32C32)
     if isinstance(decoder_config, dict):
-        return dict(decoder_config)
+        return _check_decoder_config(dict(decoder_config), "decoder_config")
+    if not isinstance(decoder_config, (str, Path)):
+        raise TypeError(f"decoder_config must be a dict, a folder or a config.json path, got {type(decoder_config).__name__}")
     path = Path(decoder_config)
     path = path / "config.json" if path.is_dir() else path
     if not path.is_file():
         raise FileNotFoundError(f"DC-AE decoder config {path} not found (a diffusers AutoencoderDC folder or config.json)")
     import json
 
-    return {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"DC-AE decoder config {path} is not valid JSON ({e})") from e
+    if not isinstance(raw, dict):
+        raise ValueError(f"DC-AE decoder config {path} is not a JSON object")
+    cls = raw.get("_class_name")
+    if "model_type" in raw or (cls is not None and cls != "AutoencoderDC"):
+        kind = f"a {raw['model_type']!r} model config" if "model_type" in raw else f"a {cls} config"
+        raise ValueError(f"DC-AE decoder config {path} is {kind}, not a DC-AE (AutoencoderDC) one: pass the folder of "
+                         f"mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers, or nothing for the built-in f32c32 config")
+    return _check_decoder_config({k: v for k, v in raw.items() if not k.startswith("_")}, str(path))
+
+
+def _check_decoder_config(cfg: dict[str, Any], where: str) -> dict[str, Any]:
+    import inspect
+
+    from diffusers import AutoencoderDC
+
+    known = set(inspect.signature(AutoencoderDC.__init__).parameters) - {"self"}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ValueError(f"DC-AE decoder config {where} has fields AutoencoderDC does not know: {', '.join(unknown)} "
+                         f"(is it a DC-AE config?)")
+    if cfg.get("latent_channels", LATENT_CHANNELS) != LATENT_CHANNELS:
+        raise ValueError(f"DC-AE decoder config {where} has {cfg['latent_channels']} latent channels; a VGT-AE decoder "
+                         f"takes {LATENT_CHANNELS}: use the f32c32 DC-AE config")
+    return cfg
+
+
+def check_decoder_fits(cfg: dict[str, Any], shape: Any, where: str, prefix: str = "decoder.") -> None:
+    """The DC-AE decoder config builds the decoder the weights were saved from (from a few shapes, before anything is
+    built); ``shape(key)`` gives a checkpoint tensor's shape, or None when it has no such key."""
+    out = list(cfg.get("decoder_block_out_channels") or [])
+    if not out:
+        return
+    found = {"conv_in output channels": (shape(prefix + "conv_in.weight"), 0, out[-1]),
+             "conv_out input channels": (shape(prefix + "conv_out.weight"), 1, out[0])}
+    for what, (s, dim, want) in found.items():
+        if s is not None and s[dim] != want:
+            raise ValueError(
+                f"the DC-AE decoder config does not match the decoder in {where}: its {what} are {s[dim]}, the config "
+                f"gives {want}: pass the decoder config it was trained with (the folder of "
+                f"mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers, or --decoder / decoder_config)"
+            )
 
 
 def nearest_sizes(v: int, stride: int = LATENT_STRIDE) -> str:
-    """"56 or 84": the multiples of ``stride`` around ``v`` (for size errors)."""
-    lo = max(stride, v // stride * stride)
-    hi = (v // stride + 1) * stride
+    """"56 or 84": the multiples of ``stride`` around ``v`` (for size errors); one token's size below it."""
+    if v < stride:
+        return str(stride)
+    lo, hi = v // stride * stride, (v // stride + 1) * stride
     return f"{lo} or {hi}" if lo != v else str(v)
 
 
@@ -121,12 +180,25 @@ class VGTAutoencoder(nn.Module):
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(
-        cls, checkpoint: str | Path, *, base_model: str | Path, decoder_config: Any = None,
+        cls, checkpoint: str | Path, *, base_model: str | Path | None = None, decoder_config: Any = None,
         dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", attn_implementation: str = "sdpa",
     ) -> VGTAutoencoder:
-        """Load an official VGT-AE checkpoint (``.pth``/``.safetensors``), or the VGT-AE inside a VGT-AR checkpoint."""
-        from .checkpoints import converted_config, detect_variant, load_checkpoint_file
+        """Load an official VGT-AE checkpoint (``.pth``/``.safetensors``), or the VGT-AE inside a VGT-AR checkpoint.
 
+        ``checkpoint`` may be a model folder (its own base model; its ``ae_base/`` when present); the decoder config
+        stored in a converted checkpoint is used when ``decoder_config`` is not given, and its ``encoder_norm`` says
+        whether the latent is LayerNormed (stage-1 VGT-AE training has none). Device, dtype, attention kernel and the
+        decoder config are checked before the checkpoint is read.
+        """
+        from .checkpoints import converted_config, detect_variant, load_checkpoint_file
+        from .loading import ae_base_of, default_base, resolve_model_path, stored_decoder_config
+
+        _check_runtime(dtype, device, attn_implementation)
+        load_decoder_config(decoder_config)  # a wrong decoder config fails before the checkpoint is read
+        checkpoint, folder = resolve_model_path(checkpoint)
+        base_model = default_base(str(checkpoint), base_model, ae_base_of(folder))
+        if decoder_config is None:
+            decoder_config = stored_decoder_config(checkpoint)
         sd = load_checkpoint_file(checkpoint)
         info = detect_variant(sd)
         stored = converted_config(checkpoint)  # what a converted / trained file recorded about itself
@@ -139,13 +211,13 @@ class VGTAutoencoder(nn.Module):
                 raise ValueError(f"{checkpoint} is a VGT-AR checkpoint without an embedded VGT-AE")
         return cls.from_state_dict(sd, base_model=base_model, decoder_config=decoder_config, dtype=dtype,
                                    device=device, attn_implementation=attn_implementation, what=str(checkpoint),
-                                   latent_stride=stride)
+                                   encoder_norm=bool(stored.get("encoder_norm", True)), latent_stride=stride)
 
     @classmethod
     def from_state_dict(
         cls, sd: dict[str, torch.Tensor], *, base_model: str | Path, decoder_config: Any = None,
         dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", attn_implementation: str = "sdpa",
-        what: str = "VGT-AE checkpoint", latent_stride: int | None = None,
+        what: str = "VGT-AE checkpoint", encoder_norm: bool = True, latent_stride: int | None = None,
     ) -> VGTAutoencoder:
         """Build from official (or converted) VGT-AE weights; sizes come from the weights' shapes.
 
@@ -154,16 +226,22 @@ class VGTAutoencoder(nn.Module):
         from .checkpoints import detect_variant, load_strict
         from .loading import check_base_family
 
+        dtype, device = _check_runtime(dtype, device, attn_implementation)
         info = detect_variant(sd)
-        check_base_family(info.family, base_model, what)
+        if info.kind not in ("ae", "converted_ae"):
+            raise ValueError(f"{what} is not a VGT-AE state dict (it looks like {info.kind})")
+        check_base_family(info.family, base_model, what, fix=(
+            f"use the base model of this VGT-AE's encoder ({get_family(info.family).ae_base_model}), or the VGT-AE "
+            f"of {display_name(detect_family_from_dir(base_model))}"))
         fam = get_family(info.family)
         base_cfg = fam.load_base_config(base_model)
         if not isinstance(decoder_config, dict) and decoder_config is None and "decoder.conv_in.weight" in sd:
             logger.debug("using the built-in DC-AE f32c32 decoder config")
+        dec_cfg = load_decoder_config(decoder_config)
+        check_decoder_fits(dec_cfg, lambda k: tuple(sd[k].shape) if k in sd else None, what)
         config = AEConfig(family=info.family, embed_dim=info.latent_channels, hidden_size=info.ae_width,
-                          decoder_config=load_decoder_config(decoder_config), latent_stride=latent_stride)
+                          encoder_norm=encoder_norm, decoder_config=dec_cfg, latent_stride=latent_stride)
         mapped, dropped = fam.map_ae_state_dict(sd) if info.family else (sd, {})
-        device = torch.device(device)
         with torch.device("meta"):
             model = cls(config, base_cfg, attn_implementation=attn_implementation)
         from .checkpoints import materialize
@@ -174,10 +252,21 @@ class VGTAutoencoder(nn.Module):
         return model.to(device=device).eval().requires_grad_(False)
 
     # ------------------------------------------------------------------ encode / decode
-    def check_images(self, images: torch.Tensor) -> None:
-        if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] != 3:
-            shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
-            raise ValueError(f"images must be a [B, 3, H, W] tensor in [-1, 1], got {shape}")
+    def check_images(self, images: torch.Tensor, name: str = "images") -> torch.Tensor:
+        """Validate encoder input -> float images in [-1, 1].
+
+        Contract: float images in [-1, 1] (a tolerance of 1e-3 absorbs resize rounding); ``uint8`` images are
+        converted explicitly (x / 127.5 - 1, the CLI's mapping). Anything else (0..255 floats, other integer types,
+        NaN/inf, empty batches, sizes off the 28 grid) is an error naming the input.
+        """
+        check_tensor(name, images, shape_hint="[B, 3, H, W]")
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"{name} must be a [B, 3, H, W] tensor in [-1, 1], got shape {tuple(images.shape)}")
+        if images.dtype == torch.uint8:
+            images = images.float() / 127.5 - 1.0  # 0..255 -> [-1, 1], as the CLI's image loader
+        elif not images.is_floating_point():
+            raise TypeError(f"{name} has dtype {images.dtype}: expected float images in [-1, 1] (or uint8 in 0..255)")
+        check_nonempty(name, images, "B, 3, H, W")
         h, w = images.shape[-2:]
         s = self.stride
         if h % s or w % s or h < s or w < s:
@@ -185,6 +274,20 @@ class VGTAutoencoder(nn.Module):
                 f"image size {h}x{w} is not a multiple of {s}: use height {nearest_sizes(h, s)} and width "
                 f"{nearest_sizes(w, s)} (crop or resize the image first; this VGT-AE makes one token per {s}x{s} px)"
             )
+        check_finite(name, images)
+        check_range(name, images, -1.0, 1.0, " (VGT-AE takes images in [-1, 1]: for 0..255 values use x / 127.5 - 1, "
+                    "for 0..1 values 2 * x - 1)")
+        return images
+
+    def check_latents(self, latents: torch.Tensor, name: str = "latents") -> None:
+        check_tensor(name, latents, shape_hint=f"[B, {self.latent_channels}, h, w]")
+        if latents.ndim != 4 or latents.shape[1] != self.latent_channels:
+            raise ValueError(f"VGT-AE decode expects {name} [B, {self.latent_channels}, h, w], got "
+                             f"{tuple(latents.shape)}")
+        if not latents.is_floating_point():
+            raise TypeError(f"{name} has dtype {latents.dtype}: expected a float tensor")
+        check_nonempty(name, latents, f"B, {self.latent_channels}, h, w")
+        check_finite(name, latents)
 
     @torch.inference_mode()
     def encode(self, images: torch.Tensor, *, reference_nonneg_quirk: bool = False) -> torch.Tensor:
@@ -193,29 +296,48 @@ class VGTAutoencoder(nn.Module):
         ``reference_nonneg_quirk`` reproduces the reference for an all-non-negative batch (treated as [0, 1] input;
         the InternVL one then skips normalisation). Off by default: inputs are always [-1, 1].
         """
-        self.check_images(images)
+        images = self.check_images(images)
         b, _, h, w = images.shape
-        x = images.to(device=self.device, dtype=torch.float32)
-        fam = get_family(self.family)
-        mean = torch.tensor(self.pixel_mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.pixel_std, device=x.device).view(1, 3, 1, 1)
-        if reference_nonneg_quirk and bool(x.min() >= 0):
-            x = x if fam.reference_nonneg_skips_norm else (x - mean) / std
-        else:
-            x = ((x + 1.0) / 2.0 - mean) / std
-        feats = fam.vision_features(self.encoder, x.to(self.dtype))  # [B, hw, D]
-        for block in self.down_blocks:
-            feats = block(feats.to(self.dtype))
-        z = self.down_mlp(feats).float()  # [B, hw, 32]
-        z = F.layer_norm(z, (z.shape[-1],), eps=1e-6)  # channel LayerNorm, no affine
+        x = self.pixel_inputs(images, reference_nonneg_quirk=reference_nonneg_quirk)
+        z = self.latent_tokens(self.features(x)).float()  # [B, hw, 32]
+        if self.config.encoder_norm:
+            z = F.layer_norm(z, (z.shape[-1],), eps=1e-6)  # channel LayerNorm, no affine
+        _check_output("VGT-AE encode", "latents", z, self.dtype)
         return z.transpose(1, 2).reshape(b, -1, h // self.stride, w // self.stride)
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents [B, 32, h, w] -> images [B, 3, s*h, s*w] in [-1, 1] (float32; the DC-AE's x32 output resized)."""
-        if not torch.is_tensor(latents) or latents.ndim != 4 or latents.shape[1] != self.latent_channels:
-            shape = tuple(latents.shape) if torch.is_tensor(latents) else type(latents).__name__
-            raise ValueError(f"VGT-AE decode expects latents [B, {self.latent_channels}, h, w], got {shape}")
+        self.check_latents(latents)
+        x = self.decode_pixels(latents)
+        _check_output("VGT-AE decode", "pixels", x, self.dtype)
+        return x
+
+    # ------------------------------------------------------------------ differentiable parts (encode / decode use them)
+    def pixel_inputs(self, images: torch.Tensor, *, reference_nonneg_quirk: bool = False) -> torch.Tensor:
+        """Images in [-1, 1] -> the vision encoder's normalised input (float32)."""
+        x = images.to(device=self.device, dtype=torch.float32)
+        mean = torch.tensor(self.pixel_mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.pixel_std, device=x.device).view(1, 3, 1, 1)
+        if reference_nonneg_quirk and bool(x.min() >= 0):
+            return x if get_family(self.family).reference_nonneg_skips_norm else (x - mean) / std
+        return ((x + 1.0) / 2.0 - mean) / std
+
+    def features(self, x: torch.Tensor, encoder: nn.Module | None = None) -> torch.Tensor:
+        """Normalised pixels -> vision features [B, hw, D] (encoder + merger / pixel shuffle + projector).
+
+        ``encoder`` runs another module of the same architecture instead (a frozen copy, as a distillation teacher).
+        """
+        return get_family(self.family).vision_features(encoder or self.encoder, x.to(self.dtype))
+
+    def latent_tokens(self, feats: torch.Tensor) -> torch.Tensor:
+        """Vision features [B, hw, D] -> latent tokens [B, hw, 32] before the channel LayerNorm."""
+        for block in self.down_blocks:
+            feats = block(feats.to(self.dtype))
+        return self.down_mlp(feats)
+
+    def decode_pixels(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents [B, 32, h, w] -> images [B, 3, s*h, s*w] (float32), differentiable."""
         h, w = latents.shape[-2:]
         x = self.decoder(latents.to(device=self.device, dtype=self.dtype)).float()  # [B, 3, 32h, 32w]
         if tuple(x.shape[-2:]) != (h * self.stride, w * self.stride):
@@ -224,3 +346,17 @@ class VGTAutoencoder(nn.Module):
 
     def config_dict(self) -> dict[str, Any]:
         return copy.deepcopy(self.config.to_dict())
+
+
+def _check_runtime(dtype: Any, device: Any, attn_implementation: Any) -> tuple[torch.dtype, torch.device]:
+    """dtype, device and attention kernel are usable here (before any file is read or network built)."""
+    check_attn_implementation(attn_implementation)
+    return check_dtype(dtype), check_device(device)
+
+
+def _check_output(what: str, name: str, x: torch.Tensor, dtype: torch.dtype) -> None:
+    """Finite inputs can still overflow in fp16: never hand back NaN/inf as a result."""
+    if not bool(torch.isfinite(x).all()):
+        hint = " (float16 overflow: load the model in bfloat16 or float32)" if dtype == torch.float16 else \
+            " (the checkpoint may hold NaN/inf weights: re-download it)"
+        raise FloatingPointError(f"{what} produced non-finite {name}{hint}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
 import re
 import zipfile
@@ -89,33 +90,63 @@ class LazySafetensors(Mapping):
         return str(self._file.get_slice(key).get_dtype())
 
 
+def _sniff(path: Path) -> str:
+    """'zip' (torch.save), 'pickle' (legacy torch.save or a plain pickle), 'safetensors' or 'unknown'."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:4] == b"PK\x03\x04":
+        return "zip"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle PROTO opcode
+        return "pickle"
+    if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000:
+        return "safetensors"
+    return "unknown"
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
 def _open_pickle(path: Path, mmap: bool) -> Any:
-    use_mmap = mmap and zipfile.is_zipfile(path)
+    kind = _sniff(path)
+    if kind == "safetensors":
+        raise CheckpointError(f"{path} is a safetensors file with a {path.suffix} name: rename it to "
+                              f"{path.with_suffix('.safetensors').name}")
+    if kind == "unknown":
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither a torch.save zip nor a pickle; empty, "
+                              f"truncated or another kind of file): re-download it")
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=use_mmap)
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap and kind == "zip")
     except pickle.UnpicklingError as e:
+        code = "GLOBAL" in str(e) or kind == "pickle"
+        if not code:  # a zip whose data.pkl is damaged
+            raise CheckpointError(f"{path} is truncated or corrupted ({_first_line(e)}): re-download it") from e
         raise CheckpointError(
-            f"{path} is not a plain weights file: loading it would run code (refused by torch.load(weights_only=True): "
-            f"{str(e).splitlines()[0]}). Use the official checkpoint or a .safetensors file; never load untrusted pickles."
+            f"{path} is not a plain weights file: it holds Python objects that torch.load(weights_only=True) refuses "
+            f"to build, and loading it otherwise could run code. Use the official checkpoint or a .safetensors file; "
+            f"never load untrusted pickles."
         ) from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise CheckpointError(
-            f"{path} is truncated or corrupted ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): "
-            f"re-download it"
-        ) from e
+        raise CheckpointError(f"{path} is truncated or corrupted ({type(e).__name__}: {_first_line(e)}): "
+                              f"re-download it") from e
 
 
 def open_checkpoint(path: str | Path, *, mmap: bool = True) -> Any:
-    """The raw object of a checkpoint file (dict for .pth, lazy mapping for .safetensors)."""
+    """The raw object of a checkpoint file (dict for .pth, lazy mapping for .safetensors); suffixes in any case."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"checkpoint {path} is a folder: give the checkpoint file inside it "
+                                f"(e.g. {path}/iter_5000.pth)")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if path.suffix == ".safetensors":
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
         try:
             return LazySafetensors(path)
         except Exception as e:  # safetensors raises its own error types for bad headers
             raise CheckpointError(f"{path} is truncated or corrupted ({e}): re-download it") from e
-    if path.suffix in PICKLE_SUFFIXES:
+    if suffix in PICKLE_SUFFIXES:
         return _open_pickle(path, mmap)
     raise CheckpointError(f"{path}: unsupported checkpoint type {path.suffix!r} (expected .safetensors or .pth/.pt/.bin)")
 
@@ -148,6 +179,12 @@ def load_checkpoint_file(
 ) -> dict[str, torch.Tensor] | tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Open a checkpoint -> {key: tensor} with EMA preferred, ``module.``/``_orig_mod.`` stripped, ``steps`` dropped."""
     sd, info = unwrap(open_checkpoint(path, mmap=mmap), prefer_ema=prefer_ema)
+    if not isinstance(sd, Mapping):
+        what = f"a bare {type(sd).__name__}" + (f" of shape {tuple(sd.shape)}" if torch.is_tensor(sd) else "")
+        raise CheckpointError(f"{path} holds {what}, not a dict of named weights: it is not a model checkpoint")
+    bad = [k for k in sd if not isinstance(k, str)]
+    if bad:
+        raise CheckpointError(f"{path} has non-string keys ({bad[0]!r}, ...): it is not a model state dict")
     out: dict[str, torch.Tensor] = {}
     for key in sd:
         value = sd[key]
@@ -156,7 +193,9 @@ def load_checkpoint_file(
         elif torch.is_tensor(value):
             out[strip_prefixes(key)] = value
     if not out:
-        raise CheckpointError(f"{path} contains no tensors: it is not a model checkpoint")
+        keys = ", ".join(sorted(map(str, sd))[:6])
+        raise CheckpointError(f"{path} contains no tensors (top-level keys: {keys or 'none'}): it is not a model "
+                              f"checkpoint")
     return (out, info) if with_info else out
 
 
@@ -279,14 +318,31 @@ def detect_variant(sd: Mapping, shapes: Mapping[str, tuple[int, ...]] | None = N
     )
 
 
+def _require(keys, needed: list[str], kind: str) -> None:
+    """The tensors a variant's sizes are read from are present, else the grouped report strict loading gives."""
+    have = set(keys)
+    missing = [k for k in needed if k not in have]
+    if missing:
+        raise CheckpointMismatchError(
+            f"{kind} checkpoint is incomplete:\n  missing {len(missing)} tensors its sizes are read from: "
+            + "; ".join(compress_keys(missing))
+            + "\n  likely cause: the checkpoint is truncated or was saved partially: re-download it"
+        )
+
+
 def _detect_ae(keys, shape, fam: str, prefix: str) -> VariantInfo:
     from .backbones import get_family
 
+    _require(keys, [prefix + "down_mlp.1.weight", prefix + "down_mlp.3.weight"], "VGT-AE")
     info = VariantInfo(kind="ae", family=fam)
     info.latent_channels = shape(prefix + "down_mlp.3.weight")[0]
     info.ae_width = shape(prefix + "down_mlp.1.weight")[1]
     info.has_teacher = any(k.startswith(prefix + "teacher") for k in keys)
-    info.vision_layers, info.vision_hidden = get_family(fam).ae_vision_sizes(keys, shape, prefix)
+    try:
+        info.vision_layers, info.vision_hidden = get_family(fam).ae_vision_sizes(keys, shape, prefix)
+    except KeyError as e:  # a key the family reads its vision sizes from
+        _require(keys, [str(e.args[0])], "VGT-AE")
+        raise
     return info
 
 
@@ -303,6 +359,7 @@ def _detect_ar(keys, shape, converted: bool) -> VariantInfo:
             raise CheckpointError(f"VGT-AR checkpoint with an unknown LLM layout (groups: {_groups(keys)}"
                                   + (f"; matches {[f for f, _ in found]}" if found else "") + ")")
         fam, llm = found[0]
+    _require(keys, [llm + "embed_tokens.weight", head + "input_proj.weight", mq], "VGT-AR")
     info = VariantInfo(kind="converted_ar" if converted else "ar", family=fam or "unknown")
     info.llm_layers = _count(keys, re.escape(llm) + r"layers\.(\d+)\.")
     emb = shape(llm + "embed_tokens.weight")
@@ -319,6 +376,31 @@ def _detect_ar(keys, shape, converted: bool) -> VariantInfo:
         if info.family == "unknown" and ae_fam:
             info.family = ae_fam
     return info
+
+
+def peek(path: str | Path) -> VariantInfo:
+    """What a checkpoint file (or model folder) is (kind, family, sizes) from its keys and shapes, building nothing."""
+    from .loading import resolve_model_path
+
+    path = resolve_model_path(path)[0]
+    sd = load_checkpoint_file(path)
+    info = detect_variant(sd)
+    if info.family in ("unknown", None):
+        info.family = (converted_config(path) or {}).get("family", info.family)
+    return info
+
+
+def peek_family(path: str | Path, want: str) -> str:
+    """The family of a checkpoint that must be a VGT-AE (``want="ae"``; an AR file embedding one will do) or a VGT-AR
+    (``want="ar"``); anything else is an error naming the file."""
+    info = peek(path)
+    is_ar = info.kind in ("ar", "converted_ar")
+    if want == "ar" and not is_ar:
+        raise ValueError(f"{path} is a VGT-AE checkpoint, not a VGT-AR one: use it as the VGT-AE")
+    if want == "ae" and is_ar and not info.has_embedded_ae:
+        raise ValueError(f"{path} is a VGT-AR checkpoint without an embedded VGT-AE: pick a VGT-AE checkpoint "
+                         f"(vgt_ae_qwen25vl.pth or vgt_ae_internvl3.pth)")
+    return info.family
 
 
 # ---------------------------------------------------------------------------------------------------------- key maps
@@ -382,7 +464,7 @@ def compress_keys(keys: list[str], limit: int = 6) -> list[str]:
     for head, (ids, tails) in sorted(numbered.items()):
         t = sorted(tails)
         tail = t[0] if len(t) == 1 else ("{" + ",".join(t) + "}" if len(t) <= 3 else f"* ({len(t)} tensors each)")
-        lines.append(f"{head}{{{_range(ids)}}}.{tail}")
+        lines.append(f"{head}{next(iter(ids))}.{tail}" if len(ids) == 1 else f"{head}{{{_range(ids)}}}.{tail}")
     for head, ks in sorted(plain.items()):
         lines.append(ks[0] if len(ks) == 1 else f"{head}.* ({len(ks)} tensors)")
     if len(lines) > limit:
@@ -395,7 +477,8 @@ def _guess_cause(missing: list[str], unexpected: list[str], model: nn.Module, sh
     fam_unexp = _ae_family(list(probe)) or _ae_family([k.removeprefix("ae.") for k in probe])
     mine = getattr(model, "family", None)
     if fam_unexp and mine and fam_unexp != mine:
-        return (f"this looks like a {FAMILY_NAMES.get(fam_unexp, fam_unexp)} checkpoint but the model is "
+        name = FAMILY_NAMES.get(fam_unexp, fam_unexp)
+        return (f"this looks like {'an' if name[:1] in 'AEIOU' else 'a'} {name} checkpoint but the model is "
                 f"{FAMILY_NAMES.get(mine, mine)}: pick the checkpoint and base model of the same family")
     touched = missing + unexpected + [s.split(":")[0] for s in shapes]
     if touched and all(k.startswith("decoder.") for k in touched):
@@ -444,21 +527,71 @@ def save_converted(path: str | Path, state_dict: Mapping[str, torch.Tensor], con
     """Write our layout as .safetensors (+ ``<name>.json`` config beside it)."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise ValueError(f"converted checkpoints are .safetensors files, got {path.name}")
+    path = check_converted_target(path)
     tensors = {k: v.contiguous() for k, v in state_dict.items()}
-    save_file(tensors, str(path), metadata={"format": "pt", "vgt_config": json.dumps(config)})
+    tmp = path.with_name(path.name + ".partial")
+    try:  # written beside the target and renamed: an interrupted run never leaves a half file under the real name
+        save_file(tensors, str(tmp), metadata={"format": "pt", "vgt_config": json.dumps(config)})
+        os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates files 0600; give them the usual permissions
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     path.with_suffix(".json").write_text(json.dumps(config, indent=2))
     return path
+
+
+CONVERTED_FORMAT = "comfyui-vgt/1"
+
+
+def check_converted_target(path: str | Path, source: str | Path | None = None) -> Path:
+    """Where ``vgt convert`` may write: a .safetensors path that is not its source, whose sidecar ``.json`` (if
+    present) is one of ours: nothing the user made is overwritten. Cheap: checked before any checkpoint is read."""
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        raise ValueError(f"converted checkpoints are .safetensors files, got {path.name}: use --out "
+                         f"{path.with_suffix('.safetensors').name}")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder: give a file name ending in .safetensors")
+    if source is not None and path.resolve() == Path(source).resolve():
+        raise ValueError(f"{path} is the file being converted: write the converted checkpoint to another name")
+    side = path.with_suffix(".json")
+    if side.exists() and (source is not None and side.resolve() == Path(source).resolve() or not _is_ours(side)):
+        raise FileExistsError(f"{side} exists and is not a comfyui-vgt config: writing {path.name} would overwrite "
+                              f"it; pick another output name")
+    if not path.parent.exists():
+        raise FileNotFoundError(f"output folder {path.parent} does not exist")
+    return path
+
+
+def _is_ours(side: Path) -> bool:
+    try:
+        return json.loads(side.read_text(encoding="utf-8")).get("format") == CONVERTED_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _umask() -> int:
+    try:  # Linux: read it without changing it (os.umask would, briefly, for every thread)
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def converted_config(path: str | Path) -> dict[str, Any] | None:
     """The JSON config stored with a converted checkpoint (metadata or sidecar), or None for official files."""
     path = Path(path)
-    if path.suffix == ".safetensors":
-        meta = LazySafetensors(path).metadata
-        if "vgt_config" in meta:
-            return json.loads(meta["vgt_config"])
-    side = path.with_suffix(".json")
-    return json.loads(side.read_text()) if side.is_file() else None
+    try:
+        if path.suffix.lower() == ".safetensors":
+            meta = LazySafetensors(path).metadata
+            if "vgt_config" in meta:
+                return json.loads(meta["vgt_config"])
+        side = path.with_suffix(".json")
+        return json.loads(side.read_text(encoding="utf-8")) if side.is_file() else None
+    except ValueError as e:
+        raise CheckpointError(f"the config stored with {path} is not valid JSON ({e}): convert the checkpoint again") from e

@@ -16,6 +16,7 @@ INSTRUCTION = "<|im_start|>user\n{input}<|im_end|>\n<|im_start|>assistant\n"
 GENERATION = "Generate an image: {input}"
 CFG_PROMPT = "Generate an image."  # the official unconditional (negative) prompt, before INSTRUCTION wrapping
 IMG_START_TOKEN = "<img>"
+MAX_PROMPT_TOKENS = 256  # templated prompt length the official models were trained with (longer is an error)
 
 # Pixels per latent token side of the official families (ViT patch 14 x 2x2 merge). A model's own stride comes from its
 # base VLM's vision config (``FamilyAdapter.latent_stride``): Qwen3-VL's patch 16 x 2 gives 32.
@@ -63,6 +64,8 @@ class ARConfig:
     latent_dim: int = LATENT_CHANNELS
     latent_stride: int = LATENT_STRIDE  # pixels per latent token side (set from the base VLM's vision config)
     flow_head: FlowHeadConfig = field(default_factory=FlowHeadConfig)
+    latent_norm: bool = True  # sampled tokens are LayerNormed per token, as VGT-AE latents are; False for latents
+    #   that are not (a VAE-based AR baseline on scaled VAE latents)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

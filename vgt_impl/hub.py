@@ -161,7 +161,13 @@ def builtin_release(name: str, folder: str | Path, family: str, checkpoint: str,
                    decoder if (folder / "decoder" / "config.json").is_file() else None, None, params, note)
 
 
-BUILTIN_RELEASES: list[Release] = []  # models that ship inside the package (see builtin_release)
+DEMO_RELEASE = "vgt-demo"  # the small model trained on the world of shapes (vgt_impl/demo), shipped in the package
+DEMO_FOLDER = Path(__file__).resolve().parent / "demo" / DEMO_RELEASE
+BUILTIN_RELEASES: list[Release] = [  # models that ship inside the package (see builtin_release)
+    builtin_release(DEMO_RELEASE, DEMO_FOLDER, "qwen3_vl", "model.safetensors", params=(0.004, 0.003),
+                    note="built in: a tiny Qwen3-VL VGT model of the world of coloured shapes (224 px; "
+                         "`vgt demo train` rebuilds it)"),
+]
 
 
 def available_releases() -> dict[str, Release]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,45 @@ def count_layers(keys, prefix: str = "llm.layers.") -> int:
     return max(ids) + 1 if ids else 0
 
 
-def check_base_family(family: str, base_model: str | Path, what: str) -> None:
+def family_name(family: str, article: bool = False) -> str:
+    """'Qwen2.5-VL' / 'InternVL3'; with ``article``: 'a Qwen2.5-VL' / 'an InternVL3'."""
+    name = display_name(family)
+    return (("an " if name[:1].lower() in "aeiou" else "a ") + name) if article else name
+
+
+def check_base_family(family: str, base_model: str | Path, what: str, fix: str | None = None) -> None:
+    """The base folder's model type is ``family``; ``what`` names the checkpoint, ``fix`` says what to change."""
     base_family = detect_family_from_dir(base_model)
     if base_family != family:
         raise ValueError(
-            f"{what} is a {display_name(family)} checkpoint but the base model folder {base_model} is "
-            f"{display_name(base_family)}: pick the matching base model ({get_family(family).base_models})"
+            f"{what} is {family_name(family, True)} checkpoint but the base model folder {base_model} is "
+            f"{display_name(base_family)}: {fix or f'pick the matching base model ({get_family(family).base_models})'}"
         )
+
+
+def check_layer_count(family: str, text_config: Any, num_layers: int, what: str, *, official: bool = True,
+                      stored: int | None = None) -> None:
+    """The checkpoint holds every LLM layer it should (layers are counted from the keys, so a file missing its last
+    layers would otherwise load silently as a smaller model): for an official checkpoint, the base model's layers x
+    its family's layer_ratio; for a converted or trained one, the count its JSON config recorded; never more than the
+    base model has."""
+    full = int(getattr(text_config, "num_hidden_layers", 0) or 0)
+    ratio = get_family(family).layer_ratio
+    if official and ratio is not None and full:
+        expected, why = int(full * ratio), f"on this base model ({full} layers, layer_ratio {ratio:g})"
+    elif stored is not None:
+        expected, why = int(stored), "according to its JSON config"
+    else:
+        expected, why = None, ""
+    if expected is not None and num_layers != expected:
+        raise ValueError(
+            f"{what} has {num_layers} LLM layers but a VGT-{display_name(family)} model {why} has {expected}: the "
+            f"checkpoint is truncated or incomplete (re-download it), or the base model folder is not the one it was "
+            f"trained on"
+        )
+    if full and num_layers > full:
+        raise ValueError(f"{what} has {num_layers} LLM layers but the base model has only {full}: pick the base model "
+                         f"it was trained on")
 
 
 def check_stride(base_stride: int, stored: int | None, path: str | Path, base_model: str | Path) -> int:
@@ -44,8 +77,13 @@ def check_stride(base_stride: int, stored: int | None, path: str | Path, base_mo
 def load_ar_model(
     path: str | Path, *, base_model: str | Path, dtype: torch.dtype, device: torch.device,
     attn_implementation: str = "sdpa", prefer_ema: bool = True,
+    before_build: Callable[[str, Any, dict], None] | None = None,
 ) -> tuple[VGTARModel, dict[str, Any]]:
-    """Load an official (or converted) VGT-AR checkpoint -> (model, extras with the embedded VGT-AE weights)."""
+    """Load an official (or converted) VGT-AR checkpoint -> (model, extras with the embedded VGT-AE weights).
+
+    ``before_build(family, variant_info, embedded_ae_state_dict)`` runs the caller's checks (tokenizer, VGT-AE family,
+    decoder config) once the checkpoint has been read and checked against the base model, before any network is built.
+    """
     from .checkpoints import (
         converted_config,
         detect_variant,
@@ -57,7 +95,7 @@ def load_ar_model(
 
     sd = load_checkpoint_file(path, prefer_ema=prefer_ema)
     info = detect_variant(sd)
-    if info.kind == "ae":
+    if info.kind in ("ae", "converted_ae"):
         raise ValueError(f"{path} is a VGT-AE checkpoint, not a VGT-AR one: load it as the autoencoder instead")
     family = info.family
     stored = (converted_config(path) or {}) if info.kind == "converted_ar" else {}
@@ -72,7 +110,11 @@ def load_ar_model(
     stride = check_stride(fam.latent_stride(base_cfg), stored.get("latent_stride"), path, base_model)
     mapped, ae_sd, dropped = map_ar_state_dict(sd, family)
     shapes = {k: tuple(v.shape) for k, v in mapped.items()}
+    check_layer_count(family, base_cfg.text_config, count_layers(mapped), str(path), official=info.kind == "ar",
+                      stored=(stored.get("variant") or {}).get("llm_layers"))
     cfg = ar_config_from_shapes(family, base_cfg.text_config, shapes, count_layers(mapped), latent_stride=stride)
+    if before_build is not None:
+        before_build(family, info, ae_sd)
     with torch.device("meta"):
         ar = VGTARModel(cfg, base_cfg.text_config, attn_implementation=attn_implementation)
     mapped = materialize(mapped, dtype)  # only the chosen dict, tensor by tensor from the memory map
@@ -90,7 +132,61 @@ def load_embedded_ae(
     """The VGT-AE stored inside an AR checkpoint (``vgt_ae.*``, prefix already removed)."""
     from .autoencoder import VGTAutoencoder
 
-    check_base_family(family, base_model, "the VGT-AE embedded in the AR checkpoint")
+    check_base_family(family, base_model, "the VGT-AE embedded in the AR checkpoint",
+                      fix=f"pass the base model folder of its encoder ({get_family(family).ae_base_model}) as "
+                          f"ae_base_model")
     return VGTAutoencoder.from_state_dict(
         ae_sd, base_model=base_model, decoder_config=decoder_config, dtype=dtype, device=device
     )
+
+
+MODEL_FILE = "model.safetensors"  # the weights file of a model folder (written by training exports)
+AE_BASE_DIR = "ae_base"  # a model folder's sub-folder with the VGT-AE encoder's base config, when it differs
+
+
+def resolve_model_path(path: str | Path) -> tuple[Path, Path | None]:
+    """A checkpoint file or a model folder -> (weights file, the model folder when there is one).
+
+    A model folder holds ``model.safetensors`` (our converted layout) beside the base VLM's ``config.json`` and
+    tokenizer files, so it is its own base model; a converted file inside such a folder counts as well.
+    """
+    from .checkpoints import converted_config
+
+    path = Path(path)
+    if path.is_dir():
+        weights = path / MODEL_FILE
+        if not weights.is_file():
+            raise FileNotFoundError(f"{path} is a folder without {MODEL_FILE}: give a checkpoint file or a model folder")
+        return weights, path
+    if path.suffix.lower() == ".safetensors" and path.is_file() and (path.parent / "config.json").is_file():
+        if converted_config(path) is not None:
+            return path, path.parent
+    return path, None
+
+
+def default_base(what: str, given: str | Path | None, folder: Path | None) -> Path:
+    """``base_model`` if given, else the model folder; a clear error when neither."""
+    if given is not None:
+        return Path(given)
+    if folder is not None:
+        return folder
+    raise ValueError(f"{what}: base_model is required (the base VLM folder with config.json and tokenizer files), "
+                     f"unless the checkpoint is a model folder that carries them")
+
+
+def ae_base_of(folder: Path | None) -> Path | None:
+    """The base folder of a model folder's VGT-AE encoder: ``ae_base/`` when present, else the folder itself."""
+    if folder is None:
+        return None
+    sub = folder / AE_BASE_DIR
+    return sub if (sub / "config.json").is_file() else folder
+
+
+def stored_decoder_config(path: str | Path) -> dict[str, Any] | None:
+    """The DC-AE decoder config a converted checkpoint carries in its JSON config, if any."""
+    from .checkpoints import converted_config
+
+    cfg = converted_config(path) if Path(path).suffix == ".safetensors" else None
+    if not cfg:
+        return None
+    return (cfg.get("ae") or {}).get("decoder_config") or cfg.get("decoder_config")

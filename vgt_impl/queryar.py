@@ -195,7 +195,9 @@ def decode(
             last_step_size=flow.last_step_size, time_grid=flow.time_grid, time_shift=flow.time_shift,
             noise_fn=noise_fn, generator=generator, time_embeddings=t_embs,
         )  # [B*g, C]
-        x = F.layer_norm(x.float(), (c,), eps=1e-6).view(batch, g, c)  # per-token LayerNorm, no affine
+        x = x.float().view(batch, g, c)
+        if getattr(model.config, "latent_norm", True):
+            x = F.layer_norm(x, (c,), eps=1e-6)  # per-token LayerNorm, no affine
         out[:, idx] = x
         if k + 1 < num_groups:
             pending = dec.feed_for(idx, x)

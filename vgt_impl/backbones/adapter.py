@@ -72,6 +72,12 @@ class FamilyAdapter(ABC):
     pixel_std: ClassVar[tuple[float, float, float]]
     # Reference quirk: for an all-non-negative batch the reference VGT-AE skips its mean/std normalisation.
     reference_nonneg_skips_norm: ClassVar[bool] = False
+    # How the tokenizer must encode image_start_marker for the prompts the checkpoints were trained on: "one" special
+    # token, "several" ordinary pieces, or "" (not checked). Verified before any network is built.
+    image_start_pieces: ClassVar[str] = ""
+    # LLM layers a VGT-AR checkpoint keeps: int(base layers x layer_ratio); None = not checked.
+    layer_ratio: ClassVar[float | None] = None
+    ae_base_model: ClassVar[str] = "its base model folder"  # the VGT-AE encoder's base folder, for messages
     # Latent stride of the official VGT checkpoints of this family (None: no official checkpoint exists).
     official_latent_stride: ClassVar[int | None] = None
 

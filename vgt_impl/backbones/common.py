@@ -66,11 +66,38 @@ def build_text_model(model_cls: type, text_config: Any, num_layers: int | None, 
     return model_cls(tc)
 
 
-def load_tokenizer(base_dir: str | Path):
-    """The base model's tokenizer (no remote code), padding on the right as the reference."""
-    from transformers import AutoTokenizer
+# tokenizer_config.json classes that are the Qwen2 byte-level BPE both families use (any other is refused).
+QWEN2_TOKENIZER_CLASSES = (None, "Qwen2Tokenizer", "Qwen2TokenizerFast", "PreTrainedTokenizerFast", "TokenizersBackend")
 
-    return AutoTokenizer.from_pretrained(str(base_dir), padding_side="right")
+
+def load_tokenizer(base_dir: str | Path):
+    """The base model's Qwen2 tokenizer, padding on the right as the reference.
+
+    The class is constructed directly (never ``AutoTokenizer``, which consults the folder's ``auto_map``), with
+    ``trust_remote_code=False`` and ``local_files_only=True``: no Python file of the folder is ever run (transformers
+    5 would otherwise ask on a terminal) and nothing is downloaded. Check it with ``validation.verify_tokenizer``.
+    """
+    import transformers
+
+    from ..validation import check_tokenizer_files
+
+    check_tokenizer_files(base_dir)
+    cfg_path = Path(base_dir) / "tokenizer_config.json"
+    declared = None
+    if cfg_path.is_file():
+        try:
+            declared = json.loads(cfg_path.read_text(encoding="utf-8")).get("tokenizer_class")
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{cfg_path} is not valid JSON ({e}): re-download the base model's tokenizer files") from e
+    if declared not in QWEN2_TOKENIZER_CLASSES:
+        raise ValueError(f"{cfg_path} declares tokenizer_class {declared!r}; VGT's base models use the Qwen2 "
+                         f"tokenizer (Qwen2Tokenizer): this folder is not one of them")
+    cls = getattr(transformers, "Qwen2TokenizerFast", None) or transformers.Qwen2Tokenizer
+    try:
+        return cls.from_pretrained(str(base_dir), padding_side="right", trust_remote_code=False, local_files_only=True)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"the tokenizer files in {base_dir} cannot be read ({type(e).__name__}: {e}): re-download "
+                         f"the base model's *.json and *.txt files") from e
 
 
 def rebuild_meta_buffers(module: nn.Module, device: torch.device) -> None:

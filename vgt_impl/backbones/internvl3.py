@@ -130,6 +130,9 @@ class InternVL3(FamilyAdapter):
     pixel_mean = (0.484375, 0.455078125, 0.40625)
     pixel_std = (0.228515625, 0.2236328125, 0.224609375)
     reference_nonneg_skips_norm = True  # the reference normalises only inside its "x.min() < 0" branch
+    image_start_pieces = "one"
+    layer_ratio = 1.0  # the AR model keeps every LLM layer of the base model
+    ae_base_model = "InternVL3-1B"
     official_latent_stride = 28  # ViT patch 14 x 2x2 merge (the released checkpoints)
 
     # ------------------------------------------------------------------ base folder
@@ -140,10 +143,18 @@ class InternVL3(FamilyAdapter):
         raw = read_config_json(base_dir)
         kind = raw.get("model_type")
         if kind == "internvl_chat":
+            for section in ("llm_config", "vision_config"):
+                if not isinstance(raw.get(section), dict):
+                    raise ValueError(f"{base_dir}/config.json (InternVL3, remote-code format) has no {section} "
+                                     f"section: re-download the base model's config.json")
             llm = {k: v for k, v in raw["llm_config"].items() if k not in ("architectures", "auto_map")}
-            text = Qwen2Config(**llm)
-            image_size = raw.get("force_image_size") or raw["vision_config"]["image_size"]
-            vision = _vision_from_remote(raw["vision_config"], int(image_size))
+            try:
+                text = Qwen2Config(**llm)
+                image_size = raw.get("force_image_size") or raw["vision_config"]["image_size"]
+                vision = _vision_from_remote(raw["vision_config"], int(image_size))
+            except KeyError as e:
+                raise ValueError(f"{base_dir}/config.json: vision_config has no {e.args[0]!r}: re-download the base "
+                                 f"model's config.json") from None
             ratio = float(raw.get("downsample_ratio", 0.5))
         elif kind == "internvl":
             cfg = InternVLConfig.from_dict(raw)

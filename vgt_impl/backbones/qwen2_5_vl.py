@@ -48,6 +48,9 @@ class Qwen25VL(FamilyAdapter):
     image_start_marker = IMG_START_TOKEN
     position_rule = "padded_text_offset"  # reference: text_len + k * call_len + i for every cached call
     pixel_mean, pixel_std = CLIP_MEAN, CLIP_STD  # the Qwen VGT-AE normalises with the CLIP constants, in fp32
+    image_start_pieces = "several"  # the tokenizer has no <img> token: a tokenizer that has one is not the base's
+    layer_ratio = 0.5  # the AR model keeps the first half of the base model's LLM layers (18 of 36)
+    ae_base_model = "Qwen2.5-VL-3B-Instruct"
     official_latent_stride = 28  # ViT patch 14 x 2x2 merge (the released checkpoints)
 
     # ------------------------------------------------------------------ base folder

@@ -61,6 +61,8 @@ class Qwen3VL(FamilyAdapter):
     model_types = ("qwen3_vl",)
     base_models = "the Qwen3-VL repo it was tuned from, e.g. Qwen3-VL-2B-Instruct (config.json + tokenizer files)"
     image_start_marker = "<|vision_start|>"
+    image_start_pieces = "one"  # a special token of the Qwen3-VL tokenizer
+    ae_base_model = "the Qwen3-VL base folder it was tuned from"
     position_rule = "continue"
     pixel_mean = (0.5, 0.5, 0.5)  # the real repos' preprocessor_config.json values (used when the file is absent)
     pixel_std = (0.5, 0.5, 0.5)

@@ -16,6 +16,9 @@ from typing import Any
 from .task import TASKS, TrainTask, get_task_class, register_task
 
 register_task("ar", lambda: importlib.import_module("vgt_impl.training.ar_task").ARTask)
+register_task("ae", lambda: importlib.import_module("vgt_impl.training.ae_tasks").AETask)
+register_task("dcae", lambda: importlib.import_module("vgt_impl.training.ae_tasks").DCAETask)
+register_task("vlm", lambda: importlib.import_module("vgt_impl.demo.vlm_task").VLMTask)
 
 _LAZY = {
     "Trainer": "vgt_impl.training.loop",

@@ -72,6 +72,7 @@ class LoopConfig:
     keep_states: int = 2  # resumable states kept (older ones are removed once a newer one is complete); 0 = all
     export_every: int = 0  # export a model folder every N steps (always at the end); 0 = only at the end
     export_weights: str = "ema"  # "ema" | "raw": which weights exported model folders carry
+    export_dtype: str = "bf16"  # storage dtype of exported weights: "bf16" (as the official files) | "fp16" | "fp32"
     sample_every: int = 0  # write a sample grid every N steps (0 = never); uses the EMA weights when enabled
     resume: str = "auto"  # "auto" (latest state in output_dir if any) | "never" | path of a state folder
     num_workers: int = 2  # DataLoader worker processes
@@ -245,18 +246,19 @@ class DataConfig:
     crop: str = "random"  # square crop before resizing: "random" (reference crop2square) | "center"
     image_key: str = "image"  # JSONL: field with the image path (relative to the manifest); tar: image extensions
     caption_key: str = "caption"  # JSONL field / tar member extension / folder sidecar extension ("txt" for folders)
-    latent_cache: str | None = None  # folder written by `vgt train cache`: latents + captions, no images read
+    latent_cache: str | None = None  # folder written by `vgt cache-latents`: latents + captions, no images read
+    on_error: str = "raise"  # an unreadable image: "raise" (stop, naming it) | "skip" (warn, take the next item)
 
 
 @dataclass
 class RunConfig:
     """A whole run: the sections described in the module docstring."""
 
-    task: str = "ar"
-    loop: LoopConfig = field(default_factory=LoopConfig)
-    optim: dict[str, OptimConfig] = field(default_factory=lambda: {"main": OptimConfig()})
-    data: DataConfig = field(default_factory=DataConfig)
-    model: Any = None  # the task's config dataclass
+    task: str = "ar"  # the registered task: vgt train <task>
+    loop: LoopConfig = field(default_factory=LoopConfig)  # what the loop owns
+    optim: dict[str, OptimConfig] = field(default_factory=lambda: {"main": OptimConfig()})  # one per task phase
+    data: DataConfig = field(default_factory=DataConfig)  # images + captions, or a latent cache
+    model: Any = None  # the task's config dataclass (its `config_cls`)
 
 
 SECTIONS = ("task", "loop", "optim", "data", "model")

@@ -239,23 +239,32 @@ def square_crop_resize(img, size: int, crop: str, generator: torch.Generator | N
 class ImageCaptionDataset(torch.utils.data.Dataset):
     """Records -> {"pixels": [3, S, S] in [-1, 1], "caption": str, "key": str, "slot": int}."""
 
-    def __init__(self, records: list[Record], image_size: int, crop: str = "random"):
-        if image_size % 28 or image_size < 28:
-            raise ValueError(f"data.image_size={image_size} must be a multiple of 28 (one latent token per 28x28 px)")
-        self.records, self.size, self.crop = records, image_size, crop
+    def __init__(self, records: list[Record], image_size: int, crop: str = "random", stride: int = 28,
+                 on_error: str = "raise"):
+        if image_size % stride or image_size < stride:
+            raise ValueError(f"data.image_size={image_size} must be a multiple of {stride} (this model makes one latent "
+                             f"token per {stride}x{stride} px)")
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"data.on_error={on_error!r}: expected raise or skip")
+        self.records, self.size, self.crop, self.on_error = records, image_size, crop, on_error
         self._tars: dict[str, tarfile.TarFile] = {}
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, key: SampleKey) -> dict[str, Any]:
-        rec = self.records[key.index]
         gen = torch.Generator().manual_seed(stream_seed(key.seed, "crop"))
-        try:
-            pixels = square_crop_resize(open_image(rec, self._tars), self.size, self.crop, gen)
-        except OSError as e:
-            raise OSError(f"cannot read the image of {rec.key or rec.path}: {e}") from e
-        return {"pixels": pixels, "caption": rec.caption, "key": rec.key, "slot": key.slot, "seed": key.seed}
+        for attempt in range(16 if self.on_error == "skip" else 1):  # skip: the next items, deterministically
+            rec = self.records[(key.index + attempt) % len(self.records)]
+            try:
+                pixels = square_crop_resize(open_image(rec, self._tars), self.size, self.crop, gen)
+                return {"pixels": pixels, "caption": rec.caption, "key": rec.key, "slot": key.slot, "seed": key.seed}
+            except (OSError, ValueError) as e:
+                if self.on_error == "raise":
+                    raise OSError(f"cannot read the image of {rec.key or rec.path}: {e} (data.on_error=skip skips "
+                                  f"unreadable images)") from e
+                logger.warning("skipping unreadable image %s: %s", rec.key or rec.path, e)
+        raise OSError(f"16 unreadable images in a row from item {key.index}: check data.source")
 
 
 # ---------------------------------------------------------------------------------------------------------- latent cache

@@ -22,10 +22,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
+import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +34,12 @@ import torch
 from .config import RunConfig, to_plain
 from .data import StepSampler
 from .optim import EMA, LRSchedule, build_optimizer
+from .state import RunState, _full, _is_dtensor
 from .task import BatchInfo, TrainTask, get_task_class
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "trainer_state.json"
+EXPORT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def make_accelerator(cfg: RunConfig, run_dir: Path, find_unused_parameters: bool = False):
@@ -47,7 +48,10 @@ def make_accelerator(cfg: RunConfig, run_dir: Path, find_unused_parameters: bool
     from accelerate.utils import DistributedDataParallelKwargs, GradientAccumulationPlugin, ProjectConfiguration
 
     trackers = _trackers(cfg.loop.log_with)
-    return Accelerator(
+    acc = getattr(torch, "accelerator", None)
+    no_accelerator = not (acc is not None and acc.is_available()) and not torch.cuda.is_available()
+    accelerator = Accelerator(
+        cpu=no_accelerator,  # CPU-only machines: torchrun / accelerate launch processes join one gloo group
         mixed_precision=cfg.loop.mixed_precision,
         gradient_accumulation_plugin=GradientAccumulationPlugin(
             num_steps=cfg.loop.grad_accum, sync_with_dataloader=False),
@@ -55,6 +59,11 @@ def make_accelerator(cfg: RunConfig, run_dir: Path, find_unused_parameters: bool
         project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
     )
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and accelerator.num_processes != world:
+        raise RuntimeError(f"launched as {world} processes but accelerate sees {accelerator.num_processes}: every "
+                           f"process would train alone; check the launcher / accelerate config")
+    return accelerator
 
 
 def _trackers(names: list[str]) -> list[str]:
@@ -72,7 +81,7 @@ def _trackers(names: list[str]) -> list[str]:
     return out
 
 
-class Trainer:
+class Trainer(RunState):
     """Build everything for a run, then :meth:`train`. ``task`` may be given pre-built (tests, notebooks)."""
 
     def __init__(self, config: RunConfig, task: TrainTask | None = None, accelerator: Any = None):
@@ -97,8 +106,11 @@ class Trainer:
             raise ValueError(f"task {task.name!r} runs phases {self.phase_names} but the config has no optim.{missing[0]} "
                              f"section (have: {sorted(config.optim)})")
         task.to(acc.device)
+        self._frozen = {n for n, p in task.named_parameters() if not p.requires_grad}
+        self._configure_deepspeed()
         optimizers = [build_optimizer(task.param_groups(p), config.optim[p], acc.device) for p in self.phase_names]
         self.schedules = {p: LRSchedule(config.optim[p], loop.max_steps) for p in self.phase_names}
+        acc.register_save_state_pre_hook(self._drop_frozen)  # frozen weights come from the config's checkpoints
         self.model, *opts = acc.prepare(task, *optimizers)
         self.optimizers = dict(zip(self.phase_names, opts))
         self.phase_params = {p: [prm for g in task.param_groups(p) for _, prm in g.params] for p in self.phase_names}
@@ -107,6 +119,7 @@ class Trainer:
         self.step = 0  # optimizer steps done
         self._resume()
         self._metrics: dict[str, list[torch.Tensor]] = {}
+        self._latest: dict[str, float] = {}
 
     # ------------------------------------------------------------------ setup
     def _check_config(self) -> None:
@@ -118,8 +131,25 @@ class Trainer:
             raise ValueError(f"loop.mixed_precision={loop.mixed_precision!r}: expected bf16, fp16 or no")
         if loop.export_weights not in ("ema", "raw"):
             raise ValueError(f"loop.export_weights={loop.export_weights!r}: expected ema or raw")
+        if loop.export_dtype not in EXPORT_DTYPES:
+            raise ValueError(f"loop.export_dtype={loop.export_dtype!r}: expected one of {sorted(EXPORT_DTYPES)}")
         if loop.export_weights == "ema" and not loop.ema.enabled:
             raise ValueError("loop.export_weights=ema needs loop.ema.enabled=true (or export_weights=raw)")
+
+    def _configure_deepspeed(self) -> None:
+        """DeepSpeed takes the micro-batch, accumulation and clipping from its config: fill them from the run's."""
+        from accelerate.utils import DistributedType
+
+        if self.accelerator.distributed_type != DistributedType.DEEPSPEED:
+            return
+        if len(self.phase_names) != 1:
+            raise ValueError(f"task {self.task.name!r} has {len(self.phase_names)} optimizer phases; DeepSpeed runs "
+                             f"single-phase tasks only: use DDP or FSDP2 for it")
+        loop, opt = self.cfg.loop, self.cfg.optim[self.phase_names[0]]
+        ds = self.accelerator.state.deepspeed_plugin.deepspeed_config
+        ds["train_micro_batch_size_per_gpu"] = loop.batch_size
+        ds["gradient_accumulation_steps"] = loop.grad_accum
+        ds["gradient_clipping"] = opt.max_grad_norm or 0.0
 
     @property
     def global_batch(self) -> int:
@@ -137,15 +167,16 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ the step
-    def train_step(self, micro_batches: list[dict[str, Any]], step: int) -> dict[str, torch.Tensor]:
-        """One optimizer step per active phase over ``grad_accum`` micro-batches -> metrics (device tensors)."""
+    def train_step(self, micro_batches: list[dict[str, Any]], step: int) -> dict[str, torch.Tensor | float]:
+        """One optimizer step per active phase over ``grad_accum`` micro-batches -> metrics (device tensors; the
+        learning rates as floats)."""
         acc = self.accelerator
-        metrics: dict[str, torch.Tensor] = {}
+        metrics: dict[str, torch.Tensor | float] = {}
         for phase in self.active_phases(step):
             opt = self.optimizers[phase]
             for p in self.phase_params[phase]:
                 p.grad = None  # a previous phase's backward may have reached these parameters
-            metrics[f"lr/{phase}"] = torch.tensor(self.schedules[phase].apply(opt, step))
+            metrics[f"lr/{phase}"] = self.schedules[phase].apply(opt, step)  # a float: logged as the latest value
             total: dict[str, torch.Tensor] = {}
             for batch in micro_batches:
                 with acc.accumulate(self.model):
@@ -154,7 +185,7 @@ class Trainer:
                     if acc.sync_gradients and self.cfg.optim[phase].max_grad_norm:
                         gn = acc.clip_grad_norm_(self.phase_params[phase], self.cfg.optim[phase].max_grad_norm)
                         if gn is not None:
-                            metrics[f"grad_norm/{phase}"] = torch.as_tensor(gn).detach().float()
+                            metrics[f"grad_norm/{phase}"] = _full(torch.as_tensor(gn)).detach().float()
                     opt.step()
                     opt.zero_grad(set_to_none=True)
                 for k, v in m.items():
@@ -204,32 +235,42 @@ class Trainer:
             if (loop.export_every and self.step % loop.export_every == 0) or self.step == loop.max_steps:
                 exported = self.export()
         bar.close()
-        acc.end_training()
+        for tracker in acc.trackers:
+            tracker.finish()
         return exported
+
+    def close(self) -> None:
+        """End the trackers and the process group (the Trainer cannot train or save after this)."""
+        self.accelerator.end_training()
 
     def _batches(self, start_step: int) -> Iterator[dict[str, Any]]:
         """Micro-batches on the device, each with ``info`` (step, micro index, sample slots, seed)."""
         loop = self.cfg.loop
         step, micro = start_step, 0
         for batch in self.data_loader(start_step):
+            slots = batch.pop("slots").tolist()  # before the copy to the device: no host sync
             batch = _to_device(batch, self.accelerator.device)
-            batch["info"] = BatchInfo(step=step, micro=micro, slots=batch.pop("slots").tolist(), seed=loop.seed)
+            batch["info"] = BatchInfo(step=step, micro=micro, slots=slots, seed=loop.seed)
             yield batch
             micro += 1
             if micro == loop.grad_accum:
                 step, micro = step + 1, 0
 
     # ------------------------------------------------------------------ metrics
-    def _collect(self, metrics: dict[str, torch.Tensor]) -> None:
+    def _collect(self, metrics: dict[str, torch.Tensor | float]) -> None:
+        """Device tensors are kept (averaged at the next log step, one host sync); floats keep their latest value."""
         for k, v in metrics.items():
-            self._metrics.setdefault(k, []).append(v.to(self.accelerator.device))
+            if torch.is_tensor(v):
+                self._metrics.setdefault(k, []).append(v.to(self.accelerator.device))
+            else:
+                self._latest[k] = v
 
     def _log(self, bar, steps_per_s: float) -> dict[str, float]:
         acc = self.accelerator
         keys = sorted(self._metrics)
         means = torch.stack([torch.stack(self._metrics[k]).mean() for k in keys]) if keys else torch.zeros(0)
         means = acc.reduce(means, reduction="mean") if acc.num_processes > 1 else means
-        values = dict(zip(keys, means.tolist()))  # one host sync per log step
+        values = {**dict(zip(keys, means.tolist())), **self._latest}  # one host sync per log step
         self._metrics.clear()
         values["samples_per_s"] = steps_per_s * self.global_batch
         if acc.is_main_process:
@@ -241,104 +282,15 @@ class Trainer:
             acc.log(values, step=self.step)
         return values
 
-    # ------------------------------------------------------------------ states
-    def state_dir(self) -> Path:
-        return self.run_dir / "state"
-
-    def save_state(self) -> Path:
-        """Resumable state of the completed ``self.step`` steps; older states beyond ``keep_states`` are removed."""
-        acc = self.accelerator
-        final = self.state_dir() / f"step_{self.step:07d}"
-        tmp = self.state_dir() / f".tmp_step_{self.step:07d}"
-        if acc.is_main_process and tmp.exists():
-            shutil.rmtree(tmp)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp))
-        self._save_ema(tmp)
-        if acc.is_main_process:
-            (tmp / STATE_FILE).write_text(json.dumps(self._trainer_state(), indent=2))
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            if final.exists():
-                shutil.rmtree(final)
-            tmp.rename(final)
-            self._prune_states()
-        acc.wait_for_everyone()
-        logger.info("saved state %s", final)
-        return final
-
-    def _trainer_state(self) -> dict[str, Any]:
-        return {"step": self.step, "samples_seen": self.step * self.global_batch, "global_batch": self.global_batch,
-                "batch_size": self.cfg.loop.batch_size, "grad_accum": self.cfg.loop.grad_accum,
-                "num_processes": self.accelerator.num_processes, "seed": self.cfg.loop.seed,
-                "task": self.task.resume_fingerprint()}
-
-    def _save_ema(self, folder: Path) -> None:
-        if self.ema is None:
-            return
-        from safetensors.torch import save_file
-
-        state = self.ema.state_dict()
-        if any(_is_dtensor(t) for t in state.values()):  # FSDP2: each process saves its shards
-            local = {k: (t.to_local() if _is_dtensor(t) else t).contiguous().cpu() for k, t in state.items()}
-            save_file(local, str(folder / f"ema_rank{self.accelerator.process_index}.safetensors"))
-        elif self.accelerator.is_main_process:
-            save_file({k: t.contiguous().cpu() for k, t in state.items()}, str(folder / "ema.safetensors"))
-
-    def _load_ema(self, folder: Path) -> None:
-        if self.ema is None:
-            return
-        from safetensors.torch import load_file
-
-        sharded = any(_is_dtensor(t) for t in self.ema.shadow.values())
-        path = folder / (f"ema_rank{self.accelerator.process_index}.safetensors" if sharded else "ema.safetensors")
-        if not path.is_file():
-            logger.warning("state %s has no EMA (%s): the EMA restarts from the current weights", folder, path.name)
-            return
-        state = load_file(str(path))
-        if sharded:
-            state = {k: _local_view(self.ema.shadow[k], v) for k, v in state.items()}
-        self.ema.load_state_dict(state)
-
-    def latest_state(self) -> Path | None:
-        states = sorted(p for p in self.state_dir().glob("step_*") if (p / STATE_FILE).is_file())
-        return states[-1] if states else None
-
-    def _resume(self) -> None:
-        want = self.cfg.loop.resume
-        if want == "never":
-            return
-        path = self.latest_state() if want == "auto" else Path(want)
-        if path is None:
-            return
-        if not (path / STATE_FILE).is_file():
-            raise FileNotFoundError(f"loop.resume={want}: {path} is not a complete training state (no {STATE_FILE})")
-        saved = json.loads((path / STATE_FILE).read_text())
-        now = self._trainer_state()
-        for key in ("global_batch", "seed", "task"):
-            if saved.get(key) != now[key]:
-                raise ValueError(
-                    f"cannot resume from {path}: {key} was {saved.get(key)!r}, now {now[key]!r}. Resuming needs the same "
-                    f"global batch (processes x batch_size x grad_accum), seed and task settings; start a new "
-                    f"output_dir (or set loop.resume=never) to train differently"
-                )
-        self.accelerator.load_state(str(path))
-        self._load_ema(path)
-        self.step = int(saved["step"])
-        logger.info("resumed from %s at step %d", path, self.step)
-
-    def _prune_states(self) -> None:
-        keep = self.cfg.loop.keep_states
-        states = sorted(p for p in self.state_dir().glob("step_*") if (p / STATE_FILE).is_file())
-        for old in states[:-keep] if keep > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
-
+    # ------------------------------------------------------------------ states (state.py)
     # ------------------------------------------------------------------ outputs
     def export(self) -> Path | None:
         """Export a model folder with the EMA (or raw) weights; every process takes part (FSDP gathers)."""
         use_ema = self.cfg.loop.export_weights == "ema" and self.ema is not None
-        params = self.ema.shadow if use_ema else {n: p.detach() for n, p in self.task.ema_parameters()}
-        weights = {n: _full(t).cpu() for n, t in params.items()}
+        dtype = EXPORT_DTYPES[self.cfg.loop.export_dtype]
+        with self._ema_weights() if use_ema else nullcontext():
+            weights = {k: _full(v).detach().to("cpu", copy=True) for k, v in self.task.state_dict().items()}
+        weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()}
         folder = self.run_dir / "models" / f"step_{self.step:07d}"
         out = None
         if self.accelerator.is_main_process:
@@ -353,7 +305,7 @@ class Trainer:
         sharded = any(_is_dtensor(p) for p in self.task.parameters())
         out = None
         if sharded or acc.is_main_process:
-            with self._ema_weights(), _unsharded(self.model, sharded), torch.no_grad():
+            with self._ema_weights(), _unsharded(self.model, sharded), torch.no_grad(), acc.autocast():
                 was_training = self.task.training
                 self.task.eval()
                 images = self.task.sample(self.step)
@@ -408,20 +360,6 @@ def _to_device(obj: Any, device: torch.device) -> Any:
     if isinstance(obj, list):
         return [_to_device(v, device) for v in obj]
     return obj
-
-
-def _is_dtensor(t: Any) -> bool:
-    return type(t).__name__ == "DTensor"
-
-
-def _full(t: torch.Tensor) -> torch.Tensor:
-    return t.full_tensor() if _is_dtensor(t) else t
-
-
-def _local_view(like: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
-    from torch.distributed.tensor import DTensor
-
-    return DTensor.from_local(local.to(like.device), like.device_mesh, like.placements, run_check=False)
 
 
 @contextmanager

@@ -1,0 +1,66 @@
+"""The built-in ``vgt-demo`` model folder: where it ships, and writing it from a trained VGT-AR model folder.
+
+The folder is an ordinary exported model folder (``model.safetensors`` with the VGT-AR and its VGT-AE, ``model.json``,
+the world VLM's ``config.json``, tokenizer and ``preprocessor_config.json``) with half-precision weights and a
+``vgt_demo.json`` that records how it was made. ``VGTPipeline.from_pretrained(DEMO_DIR)`` opens it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..hub import DEMO_FOLDER as DEMO_DIR
+from ..hub import DEMO_RELEASE as DEMO_NAME
+
+DEMO_SIZE = 224  # the world's image size: 8 x 8 latent tokens of 28 px
+INFO_FILE = "vgt_demo.json"
+STORAGE = ("bf16", "fp16", "fp32")
+
+
+def demo_available() -> bool:
+    """Whether the built-in model's files are present (they are in the package)."""
+    return (DEMO_DIR / "model.safetensors").is_file() and (DEMO_DIR / "config.json").is_file()
+
+
+def demo_dir() -> Path:
+    """The built-in model folder; a clear error when it is missing."""
+    if not demo_available():
+        raise FileNotFoundError(f"the built-in {DEMO_NAME} model is not in {DEMO_DIR}: reinstall the package, or "
+                                f"rebuild it with `vgt demo train --out DIR` and pass --ar DIR/vgt-demo")
+    return DEMO_DIR
+
+
+def export_demo_folder(src: str | Path, dest: str | Path, *, dtype: str = "bf16", info: dict[str, Any] | None = None,
+                       ) -> Path:
+    """Copy a trained model folder to ``dest`` with its floating-point weights stored in ``dtype``."""
+    import torch
+    from safetensors.torch import load_file
+
+    from ..checkpoints import converted_config, save_converted
+
+    if dtype not in STORAGE:
+        raise ValueError(f"dtype {dtype!r}: expected one of {sorted(STORAGE)}")
+    src, dest = Path(src), Path(dest)
+    tmp = dest.with_name(f".tmp_{dest.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    weights = tmp / "model.safetensors"
+    config = converted_config(weights)
+    if config is None:
+        raise ValueError(f"{src} is not a model folder written by vgt train (no config in model.safetensors)")
+    store = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
+    tensors = {k: v.to(store) if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}
+    save_converted(weights, tensors, config)
+    record = {"name": DEMO_NAME, "size": DEMO_SIZE, "storage": dtype,
+              "parameters": sum(t.numel() for t in tensors.values()), **(info or {})}
+    (tmp / INFO_FILE).write_text(json.dumps(record, indent=1) + "\n")
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
+
+
+def folder_bytes(folder: str | Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())

@@ -1,0 +1,125 @@
+"""VGT-AE training: the trained autoencoder and its frozen teacher, on the shared generator / discriminator phases.
+
+Stages (reference ``tokenizer/configs/vgtae_intervl3/*.yaml`` and ``modeling/vlvae_intervl.py`` of hustvl/VGT):
+
+- stage 1: no latent LayerNorm, no latent noise, distillation weight 1.0, GAN from step 30k;
+- stage 2 (from stage 1): per-token LayerNorm, training-only noise z + a * eps with a ~ U(0, gamma) per sample
+  (gamma 0.1), distillation weight 0.1, GAN from step 10k;
+- ``paper`` (the paper's stage 2): encoder frozen, decoder + projector trained with L2 + LPIPS only (no distillation,
+  no ConvNeXt term, no GAN).
+
+The distillation target is the vision features (encoder + merger / mlp1) of a frozen copy of the starting encoder.
+The inference class is used as is: training reads the pre-norm latent through its differentiable parts and adds the
+LayerNorm and the noise here, outside the network.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..autoencoder import VGTAutoencoder
+from .ae_common import AELossConfig, AETrainer, GANConfig
+from .ae_losses import PerceptualLoss, distillation_loss
+from .perceptual import PerceptualConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class VGTAEConfig:
+    stage: str = "1"  # "1", "2" or "paper": a label; stage_config() / the ae_stage* presets set the values below
+    encoder_norm: bool = False  # per-token LayerNorm on the latent (stage 2)
+    noise_gamma: float = 0.0  # training-only latent noise z + a * eps, a ~ U(0, gamma) per sample (stage 2: 0.1)
+    train_encoder: bool = True  # False: the paper's stage 2 (vision encoder frozen)
+    encoder_lr_mult: float = 0.5  # lr of the vision encoder relative to the rest (reference encoder_lr_muti)
+    loss: AELossConfig = field(default_factory=AELossConfig)
+
+
+STAGE_DEFAULTS = {
+    "1": dict(encoder_norm=False, noise_gamma=0.0, train_encoder=True, distill_weight=1.0, gan_start=30_000),
+    "2": dict(encoder_norm=True, noise_gamma=0.1, train_encoder=True, distill_weight=0.1, gan_start=10_000),
+    "paper": dict(encoder_norm=True, noise_gamma=0.1, train_encoder=False, distill_weight=0.0, gan_start=-1,
+                  logits_weight=0.0),
+}
+
+
+def stage_config(stage: str) -> VGTAEConfig:
+    """The reference's settings for a stage: "1", "2", or "paper" (the paper's frozen-encoder stage 2)."""
+    if stage not in STAGE_DEFAULTS:
+        raise ValueError(f"VGT-AE stage {stage!r}: expected one of {sorted(STAGE_DEFAULTS)}")
+    d = STAGE_DEFAULTS[stage]
+    loss = AELossConfig(distill_weight=d["distill_weight"], gan=GANConfig(start_step=d["gan_start"]),
+                        perceptual=PerceptualConfig(logits_weight=d.get("logits_weight", 0.1)))
+    return VGTAEConfig(stage=stage, encoder_norm=d["encoder_norm"], noise_gamma=d["noise_gamma"],
+                       train_encoder=d["train_encoder"], loss=loss)
+
+
+def latent_noise(z: torch.Tensor, gamma: float, *, alpha: torch.Tensor | None = None, eps: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """z + a * eps, a ~ U(0, gamma) per sample, eps ~ N(0, I); ``alpha`` [B] / ``eps`` (z's shape) replace the draws."""
+    b = z.shape[0]
+    dev = generator.device if generator is not None else z.device
+    if alpha is None:
+        alpha = torch.rand(b, generator=generator, device=dev) * gamma
+    if eps is None:
+        eps = torch.randn(z.shape, generator=generator, device=dev)
+    return z + alpha.to(z).view(b, *([1] * (z.ndim - 1))) * eps.to(z)
+
+
+class VGTAETrainer(AETrainer):
+    """Owns ``ae`` (trained), ``teacher`` (frozen encoder copy, when distilling), ``discriminator``, ``lecam``."""
+
+    def __init__(self, ae: VGTAutoencoder, cfg: VGTAEConfig, *, teacher: nn.Module | None = None,
+                 perceptual: PerceptualLoss | None = None):
+        super().__init__(cfg.loss, perceptual)
+        self.cfg = cfg
+        self.ae = ae.train().requires_grad_(True)
+        self.ae.config.encoder_norm = cfg.encoder_norm  # what the exported config says
+        self.ae.encoder.requires_grad_(cfg.train_encoder)
+        self.teacher = None
+        if cfg.loss.distill_weight > 0:
+            if teacher is None:
+                logger.info("distillation teacher: a frozen copy of the starting vision encoder")
+                teacher = copy.deepcopy(ae.encoder)
+            self.teacher = teacher.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> VGTAETrainer:
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()  # frozen: never in train mode
+        if not self.cfg.train_encoder:
+            self.ae.encoder.eval()
+        return self
+
+    def last_layer(self) -> torch.Tensor:
+        return self.ae.decoder.conv_out.weight
+
+    def reconstruct(self, images: torch.Tensor, draws: dict | None = None,
+                    generator: torch.Generator | None = None) -> dict:
+        """Images [B, 3, H, W] in [-1, 1] -> features, latents (normed / noised as configured), reconstruction."""
+        ae, draws = self.ae, draws or {}
+        ae.check_images(images)
+        b, _, h, w = images.shape
+        x = ae.pixel_inputs(images)  # normalised encoder input
+        feats = ae.features(x)  # [B, hw, D]: distillation student
+        z = ae.latent_tokens(feats).float()  # [B, hw, C] before the LayerNorm
+        if self.cfg.encoder_norm:
+            z = F.layer_norm(z, (z.shape[-1],), eps=1e-6)
+        z = z.transpose(1, 2).reshape(b, -1, h // ae.stride, w // ae.stride)  # [B, C, h, w]
+        if self.training and self.cfg.noise_gamma > 0:
+            z = latent_noise(z, self.cfg.noise_gamma, alpha=draws.get("noise_alpha"), eps=draws.get("noise_eps"),
+                             generator=generator)
+        out = {"features": feats, "latents": z, "recon": ae.decode_pixels(z), "extra_losses": {}}
+        if self.teacher is not None:
+            with torch.no_grad():
+                out["teacher_features"] = ae.features(x, encoder=self.teacher)  # [B, hw, D]
+            out["extra_losses"]["distill_loss"] = self.cfg.loss.distill_weight * distillation_loss(
+                feats, out["teacher_features"])
+        return out
+
