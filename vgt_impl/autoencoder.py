@@ -199,7 +199,7 @@ class VGTAutoencoder(nn.Module):
         base_model = default_base(str(checkpoint), base_model, ae_base_of(folder))
         if decoder_config is None:
             decoder_config = stored_decoder_config(checkpoint)
-        sd = load_checkpoint_file(checkpoint)
+        sd = load_checkpoint_file(checkpoint, lazy=True)  # structure only: from_state_dict reads what it keeps
         info = detect_variant(sd)
         stored = converted_config(checkpoint)  # what a converted / trained file recorded about itself
         stored = stored if isinstance(stored, dict) else {}
@@ -244,10 +244,12 @@ class VGTAutoencoder(nn.Module):
         mapped, dropped = fam.map_ae_state_dict(sd) if info.family else (sd, {})
         with torch.device("meta"):
             model = cls(config, base_cfg, attn_implementation=attn_implementation)
-        from .checkpoints import materialize
+        from .checkpoints import check_fits, materialize
 
-        mapped = materialize(mapped, dtype)  # tensor by tensor, file pages released as it goes
-        load_strict(model, mapped, dropped=dropped, what=f"{what} ({fam.display_name} VGT-AE)", assign=True)
+        what = f"{what} ({fam.display_name} VGT-AE)"
+        check_fits(model, mapped, what=what)  # a mismatch is reported before any weight is read
+        mapped = materialize(mapped, dtype, what=what)  # tensor by tensor, straight from the file when it can
+        load_strict(model, mapped, dropped=dropped, what=what, assign=True)
         rebuild_meta_buffers(model, device)
         return model.to(device=device).eval().requires_grad_(False)
 

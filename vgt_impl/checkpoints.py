@@ -108,7 +108,7 @@ def _first_line(e: BaseException) -> str:
     return lines[0] if lines else type(e).__name__
 
 
-def _open_pickle(path: Path, mmap: bool) -> Any:
+def _open_pickle(path: Path, mmap: bool, lazy: bool = False) -> Any:
     kind = _sniff(path)
     if kind == "safetensors":
         raise CheckpointError(f"{path} is a safetensors file with a {path.suffix} name: rename it to "
@@ -117,6 +117,12 @@ def _open_pickle(path: Path, mmap: bool) -> Any:
         raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither a torch.save zip nor a pickle; empty, "
                               f"truncated or another kind of file): re-download it")
     try:
+        if lazy and kind == "zip":
+            from .file_tensors import load_structure
+
+            obj = load_structure(path)
+            if obj is not None:
+                return obj
         return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap and kind == "zip")
     except pickle.UnpicklingError as e:
         code = "GLOBAL" in str(e) or kind == "pickle"
@@ -132,8 +138,13 @@ def _open_pickle(path: Path, mmap: bool) -> Any:
                               f"re-download it") from e
 
 
-def open_checkpoint(path: str | Path, *, mmap: bool = True) -> Any:
-    """The raw object of a checkpoint file (dict for .pth, lazy mapping for .safetensors); suffixes in any case."""
+def open_checkpoint(path: str | Path, *, mmap: bool = True, lazy: bool = False) -> Any:
+    """The raw object of a checkpoint file (dict for .pth, lazy mapping for .safetensors); suffixes in any case.
+
+    ``lazy``: a ``torch.save`` zip or ``.safetensors`` file is read for its structure only: its tensors are meta
+    tensors that know where their bytes are in the file, read by :func:`materialize` (falls back to the memory map /
+    ``safe_open`` when the file does not allow it).
+    """
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"checkpoint {path} is a folder: give the checkpoint file inside it "
@@ -143,11 +154,16 @@ def open_checkpoint(path: str | Path, *, mmap: bool = True) -> Any:
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         try:
-            return LazySafetensors(path)
+            lazy_file = LazySafetensors(path)
         except Exception as e:  # safetensors raises its own error types for bad headers
             raise CheckpointError(f"{path} is truncated or corrupted ({e}): re-download it") from e
+        if lazy:
+            from .file_tensors import safetensors_structure
+
+            return safetensors_structure(path) or lazy_file
+        return lazy_file
     if suffix in PICKLE_SUFFIXES:
-        return _open_pickle(path, mmap)
+        return _open_pickle(path, mmap, lazy)
     raise CheckpointError(f"{path}: unsupported checkpoint type {path.suffix!r} (expected .safetensors or .pth/.pt/.bin)")
 
 
@@ -175,10 +191,14 @@ def unwrap(obj: Any, *, prefer_ema: bool = True) -> tuple[Mapping, dict[str, Any
 
 
 def load_checkpoint_file(
-    path: str | Path, *, prefer_ema: bool = True, mmap: bool = True, with_info: bool = False
+    path: str | Path, *, prefer_ema: bool = True, mmap: bool = True, with_info: bool = False, lazy: bool = False,
 ) -> dict[str, torch.Tensor] | tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Open a checkpoint -> {key: tensor} with EMA preferred, ``module.``/``_orig_mod.`` stripped, ``steps`` dropped."""
-    sd, info = unwrap(open_checkpoint(path, mmap=mmap), prefer_ema=prefer_ema)
+    """Open a checkpoint -> {key: tensor} with EMA preferred, ``module.``/``_orig_mod.`` stripped, ``steps`` dropped.
+
+    ``lazy``: nothing is read but the structure (see :func:`open_checkpoint`); the tensors are meta tensors with
+    shapes and dtypes, only for :func:`materialize` to read (the dict not chosen is never read at all).
+    """
+    sd, info = unwrap(open_checkpoint(path, mmap=mmap, lazy=lazy), prefer_ema=prefer_ema)
     if not isinstance(sd, Mapping):
         what = f"a bare {type(sd).__name__}" + (f" of shape {tuple(sd.shape)}" if torch.is_tensor(sd) else "")
         raise CheckpointError(f"{path} holds {what}, not a dict of named weights: it is not a model checkpoint")
@@ -188,6 +208,8 @@ def load_checkpoint_file(
     out: dict[str, torch.Tensor] = {}
     for key in sd:
         value = sd[key]
+        if key == "steps" and torch.is_tensor(value) and value.is_meta:
+            value = materialize({key: value}, value.dtype, what=path)[key]
         if key == "steps":  # EMA step counter of mmengine checkpoints
             info["ema_steps"] = int(value) if torch.is_tensor(value) and value.numel() == 1 else value
         elif torch.is_tensor(value):
@@ -246,14 +268,34 @@ def release_pages(tensor: torch.Tensor, mappings: list[tuple[int, int]]) -> None
         madvise(start, end - start)
 
 
-def materialize(tensors: Mapping[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Own copies of checkpoint tensors, floating ones converted to ``dtype``, one tensor at a time: each source
-    tensor's file pages are released right after its copy, so peak memory is about the weights loaded."""
-    mappings = _checkpoint_mappings()
+def materialize(tensors: Mapping[str, torch.Tensor], dtype: torch.dtype, *,
+                what: str | Path = "checkpoint") -> dict[str, torch.Tensor]:
+    """Own copies of checkpoint tensors, floating ones converted to ``dtype``, one tensor at a time.
+
+    Tensors of a lazily opened file (meta tensors, see :func:`load_checkpoint_file`) are read from the file
+    straight into their copy; memory-mapped ones are copied and their file pages released right after. Either way the
+    peak is about the bytes kept, not the file's size.
+    """
+    from .file_tensors import TensorFileReader, file_source
+
+    mappings = None
     out: dict[str, torch.Tensor] = {}
-    for key, value in tensors.items():
-        out[key] = value.to(dtype=dtype, copy=True) if value.is_floating_point() else value.clone()
-        release_pages(value, mappings)
+    with TensorFileReader() as reader:
+        for key, value in tensors.items():
+            target = dtype if value.is_floating_point() else value.dtype
+            if file_source(value) is not None:
+                try:
+                    out[key] = reader.read(value, target)
+                except (EOFError, OSError) as e:
+                    raise CheckpointError(f"{what} is truncated or corrupted ({e}; reading {key}): re-download "
+                                          f"it") from e
+                continue
+            if value.is_meta:
+                raise ValueError(f"{what}: {key} is a meta tensor without data (not read from a checkpoint file)")
+            if mappings is None:
+                mappings = _checkpoint_mappings()
+            out[key] = value.to(dtype=target, copy=True)
+            release_pages(value, mappings)
     return out
 
 
@@ -494,11 +536,9 @@ def _guess_cause(missing: list[str], unexpected: list[str], model: nn.Module, sh
     return "the checkpoint and the base model folder do not match: check that both are for the same VGT variant"
 
 
-def load_strict(
-    module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, dropped: Mapping[str, str] | None = None,
-    what: str = "checkpoint", assign: bool = False,
-) -> None:
-    """Load every tensor; anything missing, unexpected or mis-shaped raises one short, grouped error."""
+def check_fits(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, what: str = "checkpoint") -> None:
+    """Every tensor of ``module`` is in ``state_dict`` with its shape and nothing else is, else one short, grouped
+    error. Reads only keys and shapes (meta tensors do), so it runs before any weight is read."""
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -517,6 +557,14 @@ def load_strict(
             parts.append(f"  {len(shapes)} shape mismatches: " + "; ".join(shapes[:4]) + (" ..." if len(shapes) > 4 else ""))
         parts.append("  likely cause: " + _guess_cause(missing, unexpected, module, shapes))
         raise CheckpointMismatchError("\n".join(parts))
+
+
+def load_strict(
+    module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, dropped: Mapping[str, str] | None = None,
+    what: str = "checkpoint", assign: bool = False,
+) -> None:
+    """Load every tensor; anything missing, unexpected or mis-shaped raises one short, grouped error."""
+    check_fits(module, state_dict, what=what)
     module.load_state_dict(dict(state_dict), strict=True, assign=assign)
     for group, reason in (dropped or {}).items():
         logger.debug("%s: ignored %s (%s)", what, group, reason)

@@ -83,8 +83,13 @@ def load_ar_model(
 
     ``before_build(family, variant_info, embedded_ae_state_dict)`` runs the caller's checks (tokenizer, VGT-AE family,
     decoder config) once the checkpoint has been read and checked against the base model, before any network is built.
+
+    Only the chosen dict is read, each tensor from the file straight into the model's weight (see
+    ``vgt_impl.file_tensors``); the embedded VGT-AE weights come back unread (meta tensors that know where their bytes
+    are), for ``load_embedded_ae`` / ``VGTAutoencoder.from_state_dict`` to read in their own dtype.
     """
     from .checkpoints import (
+        check_fits,
         converted_config,
         detect_variant,
         load_checkpoint_file,
@@ -93,7 +98,7 @@ def load_ar_model(
         materialize,
     )
 
-    sd = load_checkpoint_file(path, prefer_ema=prefer_ema)
+    sd = load_checkpoint_file(path, prefer_ema=prefer_ema, lazy=True)  # structure only: nothing read yet
     info = detect_variant(sd)
     if info.kind in ("ae", "converted_ae"):
         raise ValueError(f"{path} is a VGT-AE checkpoint, not a VGT-AR one: load it as the autoencoder instead")
@@ -117,7 +122,8 @@ def load_ar_model(
         before_build(family, info, ae_sd)
     with torch.device("meta"):
         ar = VGTARModel(cfg, base_cfg.text_config, attn_implementation=attn_implementation)
-    mapped = materialize(mapped, dtype)  # only the chosen dict, tensor by tensor from the memory map
+    check_fits(ar, mapped, what=str(path))  # a mismatch is reported before any weight is read
+    mapped = materialize(mapped, dtype, what=path)  # only the chosen dict, each tensor read from the file into its copy
     load_strict(ar, mapped, dropped=dropped, what=str(path), assign=True)
     rebuild_meta_buffers(ar, device)  # rotary tables stay fp32, as transformers builds them
     ar.to(device=device).eval().requires_grad_(False)
