@@ -176,14 +176,14 @@ def cmd_convergence(args) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     cfg = ConvergenceConfig(Path(args.recipe), Path(args.out), steps=args.steps, eval_every=args.eval_every,
                             eval_limit=args.limit, images_per_prompt=args.images_per_prompt,
-                            overrides=tuple(args.set or []))
+                            overrides=tuple(args.set or []), runs=tuple(r.strip() for r in args.runs.split(",")))
     results = run_convergence(cfg, progress=lambda run, step, s: print(f"[{run}] step {step}: {s:.3f}", flush=True))
     print(f"\n{'step':>6}" + "".join(f"{n:>10}" for n in results["runs"]))
     steps = sorted({int(k) for r in results["runs"].values() for k in r["scores"]})
     for step in steps:
         row = [results["runs"][n]["scores"].get(str(step), {}).get("overall") for n in results["runs"]]
         print(f"{step:>6}" + "".join(f"{v:>10.3f}" if v is not None else f"{'-':>10}" for v in row))
-    print(json.dumps(results["summary"], indent=1))
+    print(json.dumps(results.get("summary", "(both runs needed for the summary)"), indent=1))
     print(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'convergence.png'}")
     return 0
 
@@ -227,7 +227,9 @@ def add_commands(sub, model_args, sampling_args) -> None:
                                                 "AR): shapes-GenEval against training steps")
     p.add_argument("--recipe", required=True, help="a `vgt demo train` output folder")
     p.add_argument("--out", required=True, help="output folder (runs, results.json, convergence.png)")
-    p.add_argument("--steps", type=int, default=1500, help="training steps of each run")
+    p.add_argument("--steps", type=int, default=1000, help="training steps of each run (the recipe's AR length)")
+    p.add_argument("--runs", default="vgtae,vae", help="which runs to train and score now (vgtae: the recipe's own AR "
+                   "run when it exported every --eval-every steps; vae: the DC-AE-latent baseline)")
     p.add_argument("--eval-every", type=int, default=250, help="export and score every N steps")
     p.add_argument("--limit", type=int, default=8, help="shapes-GenEval prompts per category")
     p.add_argument("--images-per-prompt", type=int, default=1, help="images scored per prompt")

@@ -91,12 +91,19 @@ def load_dcae_latents(folder: str | Path, images: torch.Tensor | None = None, *,
 class ConvergenceConfig:
     recipe: Path  # a `vgt demo train` output folder (vlm/, dcae/, ae2/, cache/, world/)
     out: Path
-    steps: int = 1500  # training steps of each run (the recipe's AR length)
+    steps: int = 1000  # training steps of each run (the recipe's AR length)
     eval_every: int = 250  # export + shapes-GenEval every N steps
     eval_limit: int = 8  # prompts per category
     images_per_prompt: int = 1
+    acc_ratio: int = 4  # the sampling of the scores: the project's default (vgt generate, the ComfyUI sampler)
     stats_images: int = 256  # images the DC-AE latents' shift / scale are measured on
     overrides: tuple[str, ...] = ()  # extra key=value overrides of both AR runs
+    runs: tuple[str, ...] = ("vgtae", "vae")  # which runs to train / score now (the others' scores are kept)
+
+    def __post_init__(self):
+        unknown = [r for r in self.runs if r not in ("vgtae", "vae")]
+        if unknown or not self.runs:
+            raise ValueError(f"runs {list(self.runs)}: expected some of 'vgtae', 'vae'")
 
 
 def run_convergence(cfg: ConvergenceConfig, progress=None) -> dict[str, Any]:
@@ -107,7 +114,7 @@ def run_convergence(cfg: ConvergenceConfig, progress=None) -> dict[str, Any]:
     results = json.loads(results_path.read_text()) if results_path.is_file() else {"runs": {}}
     codec = _dcae_codec(cfg, out)
     results["vae_normalisation"] = {"shift": codec.shift, "scale": codec.scale, "images": cfg.stats_images}
-    for name in ("vgtae", "vae"):
+    for name in cfg.runs:
         run = results["runs"].setdefault(name, {"scores": {}})
         folders = _train(cfg, out, name, codec)
         for step, folder in folders:
@@ -118,6 +125,9 @@ def run_convergence(cfg: ConvergenceConfig, progress=None) -> dict[str, Any]:
             results_path.write_text(json.dumps(results, indent=1) + "\n")
             if progress:
                 progress(name, step, report.overall)
+    if not all(results["runs"].get(n, {}).get("scores") for n in ("vgtae", "vae")):
+        results_path.write_text(json.dumps(results, indent=1) + "\n")
+        return results  # one run so far: the summary and the plot come when both are scored
     results["summary"] = summarise(results["runs"])
     results_path.write_text(json.dumps(results, indent=1) + "\n")
     plot(results, out / "convergence.png")
@@ -184,11 +194,12 @@ def _evaluate(folder: Path, cfg: ConvergenceConfig, codec: DCAELatents | None):
     from .geneval import evaluate, limit_per_category, pipeline_generator, prompt_set
 
     t0 = time.perf_counter()
-    pipe = VGTPipeline.from_pretrained(str(folder), ae=codec, dtype=torch.float32, device="cpu")
+    pipe = VGTPipeline.from_pretrained(str(folder), dtype=torch.float32, device="cpu")
     if codec is not None:
+        pipe.ae = codec  # the baseline decodes with the DC-AE (its export embeds no VGT-AE)
         pipe.ar.config.latent_norm = False  # the VAE latents are not LayerNormed per token
     specs = limit_per_category(prompt_set(), cfg.eval_limit)
-    report = evaluate(pipeline_generator(pipe), specs, images_per_prompt=cfg.images_per_prompt, batch_size=8)
+    report = evaluate(pipeline_generator(pipe, acc_ratio=cfg.acc_ratio), specs, images_per_prompt=cfg.images_per_prompt, batch_size=8)
     logger.info("%s: shapes-GenEval %.3f (%.0f s)", folder, report.overall, time.perf_counter() - t0)
     return report
 
