@@ -19,14 +19,23 @@ def _hub():
 
 
 def choices() -> list[str]:
-    """Releases first (built-in, then hub), then every checkpoint in models/vgt that is not a release's own file."""
+    """Releases first (built-in, then hub), then every checkpoint in models/vgt that is not a release's own file.
+
+    The built-in models are always listed (the first one, vgt-demo, is the default): saved workflows naming them stay
+    valid; loading one whose folder is missing from the install is a clear error (see :func:`release_for`)."""
     hub = _hub()
     releases = hub.available_releases()
     taken = {f"{r.ar.folder}/{n}" for r in releases.values() for n in r.ar.required}
     release_folders = {r.ar.folder for r in releases.values() if r.ar.discover_checkpoint}
     local = [n for n in folders.checkpoint_names()
              if n not in taken and n.rpartition("/")[0] not in release_folders and not n.startswith("vgt_ae/")]
-    return list(releases) + local
+    builtin = [r.name for r in hub.BUILTIN_RELEASES]
+    return builtin + [n for n in releases if n not in builtin] + local
+
+
+def default_choice() -> str:
+    """The loader's default: the built-in demo model (runs anywhere, nothing to download)."""
+    return _hub().BUILTIN_RELEASES[0].name
 
 
 def download_root() -> Path:
@@ -42,6 +51,10 @@ def release_for(choice: str):
     releases = hub.available_releases()
     if choice in releases:
         return releases[choice]
+    for r in hub.BUILTIN_RELEASES:
+        if r.name == choice:  # listed, but its folder is not in this install
+            raise FileNotFoundError(f"model: the built-in {choice} model is not in this install ({r.ar.builtin} is "
+                                    f"missing): reinstall the pack, or pick a released model")
     path = folders.checkpoint_path(choice)  # clear errors for unknown names and path escapes
     return hub.release_for_checkpoint(choice, _family_of(path))
 

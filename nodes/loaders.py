@@ -63,7 +63,8 @@ OUTPUT_TIPS = ("The VGT model (language model + queries + flow head): wire it in
 
 
 class VGTUnifiedLoader:
-    DESCRIPTION = ("One choice loads a VGT model: a released model (its checkpoint, base config + tokenizer and "
+    DESCRIPTION = ("One choice loads a VGT model: the built-in vgt-demo (shipped with the pack, the default), a "
+                   "released model (its checkpoint, base config + tokenizer and "
                    "decoder config are found in models/vgt, and the missing files are downloaded when the node runs, "
                    "with progress) or any VGT-AR checkpoint in models/vgt (its family's base folders are fetched "
                    "the same way). For hand-picked files use Load VGT Model.")
@@ -77,9 +78,11 @@ class VGTUnifiedLoader:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": (R.choices(), {"tooltip": "A released VGT model (its missing files are downloaded into "
-                                                   "models/vgt on first use, several GB) or a VGT-AR checkpoint "
-                                                   "found in models/vgt."}),
+                "model": (R.choices(), {"default": R.default_choice(),
+                                        "tooltip": "vgt-demo: the small model built into the pack (a world of "
+                                                   "coloured shapes at 224x224; nothing to download). A released VGT "
+                                                   "model (its missing files are downloaded into models/vgt on first "
+                                                   "use, several GB) or a VGT-AR checkpoint found in models/vgt."}),
                 "download_missing": ("BOOLEAN", {"default": True, "tooltip": "Download missing files from the "
                                                  "Hugging Face hub when the node runs (only the files this model "
                                                  "needs). Off: a missing file is an error that lists the download "

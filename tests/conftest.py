@@ -60,6 +60,15 @@ def manifests_dir(reference_dir: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def demo_folder(tmp_path_factory) -> Path:
+    """A tiny random-weight model folder of the built-in vgt-demo model's layout and shape (tests/demo_model.py);
+    shared: copy it before changing it."""
+    from demo_model import make_demo_folder
+
+    return make_demo_folder(tmp_path_factory.mktemp("demo"))
+
+
 @pytest.fixture()
 def no_network_build(monkeypatch):
     """Fail the test if a VGT-AR or VGT-AE network gets built: its checks must come first."""

@@ -94,6 +94,39 @@ def test_builtin_release_is_used_in_place(tmp_path, reference_dir):
     assert "vgt-tiny" not in H.available_releases()  # not registered: only entries of BUILTIN_RELEASES are listed
 
 
+def test_demo_release_is_built_in_first_with_nothing_to_download():
+    """vgt-demo: the package's own folder, listed before the hub releases; no file of it has a hub repo."""
+    demo = H.BUILTIN_RELEASES[0]
+    assert demo.name == H.DEMO_RELEASE == "vgt-demo" and demo.family == "qwen3_vl"
+    assert H.DEMO_FOLDER == Path(H.__file__).resolve().parent / "demo" / "vgt-demo"
+    parts = dict(demo.parts())
+    assert parts["ar_checkpoint"].builtin == parts["base_model"].builtin == H.DEMO_FOLDER
+    assert parts["ar_checkpoint"].required == ("model.safetensors",) and parts["base_model"].required == ("config.json",)
+    assert all(f.repo is None for f in parts.values()) and demo.vgt_ae is None and demo.ae_base is None
+    if H.DEMO_FOLDER.is_dir():  # shipped: listed first
+        assert list(H.available_releases())[0] == "vgt-demo"
+
+
+def test_demo_release_resolves_in_place_never_fetching(tmp_path, monkeypatch, demo_folder):
+    """A folder of the demo's layout resolves to itself with downloads on and the hub unreachable; a missing file
+    is a plain error about the install (no hub, no download command)."""
+    import shutil
+
+    from demo_model import use_as_builtin
+
+    folder = shutil.copytree(demo_folder, tmp_path / "vgt-demo")
+    use_as_builtin(monkeypatch, folder)
+    assert list(H.available_releases())[0] == "vgt-demo"
+    models = tmp_path / "models"
+    res = H.resolve_release(H.available_releases()["vgt-demo"], [models], endpoint="http://127.0.0.1:9")
+    assert res.paths == {"ar_checkpoint": folder / "model.safetensors", "base_model": folder}
+    assert not models.exists()  # nothing fetched or created
+    (folder / "model.safetensors").rename(tmp_path / "moved.safetensors")
+    with pytest.raises(FileNotFoundError, match=r"vgt-demo: .*vgt-demo is missing model.safetensors") as err:
+        H.resolve_release(H.available_releases()["vgt-demo"], [models], endpoint="http://127.0.0.1:9")
+    assert not isinstance(err.value, H.MissingFilesError) and "hf download" not in str(err.value)
+
+
 # ------------------------------------------------------------------------------------------------------ stand-in hub
 @pytest.fixture()
 def online(monkeypatch):

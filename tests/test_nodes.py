@@ -329,11 +329,30 @@ def test_entry_point_without_install(with_comfy):
 def test_unified_loader_lists_releases_then_other_checkpoints(comfy_env):
     (comfy_env / "models" / "vgt" / "mine").mkdir()
     (comfy_env / "models" / "vgt" / "mine" / "ft.safetensors").write_bytes(b"")
-    choices = NODES["VGTUnifiedLoader"].INPUT_TYPES()["required"]["model"][0]
-    assert choices == ["VGT-Qwen2.5-VL-2B-SFT", "VGT-Qwen2.5-VL-2B-Pretrain", "VGT-InternVL3-1.6B-SFT",
+    choices, opts = NODES["VGTUnifiedLoader"].INPUT_TYPES()["required"]["model"]
+    assert choices == ["vgt-demo", "VGT-Qwen2.5-VL-2B-SFT", "VGT-Qwen2.5-VL-2B-Pretrain", "VGT-InternVL3-1.6B-SFT",
                        "VGT-InternVL3-1.6B-Pretrain", "mine/ft.safetensors"]  # the release's own file and vgt_ae/ not repeated
+    assert opts["default"] == "vgt-demo"  # the built-in model: runs anywhere, nothing to download
     out = NODES["VGTUnifiedLoader"].OUTPUT_TOOLTIPS
     assert len(out) == 2 and all(out)
+
+
+def test_unified_loader_loads_the_builtin_demo_in_place(comfy_folders, demo_folder, tmp_path_factory, monkeypatch):
+    """vgt-demo loads from the package folder with downloads on and no hub: nothing goes to models/vgt. Listed even
+    where the folder is missing (saved workflows stay valid), loading it then says what is wrong."""
+    from demo_model import use_as_builtin
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    use_as_builtin(monkeypatch, demo_folder)
+    model, ae = NODES["VGTUnifiedLoader"]().load("vgt-demo", True, "auto", "sdpa")
+    assert model.family == "qwen3_vl" and ae is model.ae and ae.stride == 28
+    (pos,) = NODES["VGTTextEncode"]().encode(model, "two red circles left of a blue square")
+    assert _sample(model, pos, width=224, height=224, steps=2, preview=False)["samples"].shape == (1, 32, 8, 8)
+    assert not (comfy_folders / "models" / "vgt").exists() or not any((comfy_folders / "models" / "vgt").iterdir())
+    use_as_builtin(monkeypatch, tmp_path_factory.mktemp("empty") / "vgt-demo")
+    assert NODES["VGTUnifiedLoader"].INPUT_TYPES()["required"]["model"][0][0] == "vgt-demo"
+    with pytest.raises(FileNotFoundError, match=r"model: the built-in vgt-demo model is not in this install"):
+        NODES["VGTUnifiedLoader"]().load("vgt-demo", True, "auto", "sdpa")
 
 
 def test_unified_loader_finds_a_release_in_place_and_a_plain_checkpoint(comfy_env, monkeypatch):

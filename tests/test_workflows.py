@@ -13,15 +13,18 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 STUBS = Path(__file__).resolve().parent / "comfy_stubs"
-if str(STUBS) not in sys.path:
-    sys.path.insert(0, str(STUBS))
+for _folder in (STUBS, ROOT / "workflows"):  # ComfyUI stand-ins; workflows/build.py and run.py
+    if str(_folder) not in sys.path:
+        sys.path.insert(0, str(_folder))
 
-import run as wf_run  # noqa: E402 (workflows/run.py, on the path through pack_env)
+import run as wf_run  # noqa: E402 (workflows/run.py)
+from demo_model import use_as_builtin  # noqa: E402
 from pack_env import NODES, wf  # noqa: E402
 
 pytest_plugins = ["pack_env"]  # the comfy_env / comfy_folders fixtures
 
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
+# A released model at the tiny reference models' sizes (the shipped templates name vgt-demo at 224 px).
 TINY = {"model": "VGT-Qwen2.5-VL-2B-SFT", "download_missing": False, "width": 112, "height": 112, "steps": 2,
         "left": 28, "right": 28}
 
@@ -29,7 +32,7 @@ TINY = {"model": "VGT-Qwen2.5-VL-2B-SFT", "download_missing": False, "width": 11
 def api_path(ui_path: Path) -> Path:
     return ui_path.parent / "api" / ui_path.name
 # The core ComfyUI node types the examples may use (declared as ComfyUI 0.8 does, in workflows/build.py).
-CORE_TYPES = {"LoadImage", "SaveImage", "PreviewImage", "ImageStitch", "ImageCompositeMasked", "GrowMask"}
+CORE_TYPES = {"LoadImage", "SaveImage", "PreviewImage", "ImageStitch", "ImageCompositeMasked", "GrowMask", "ImageCrop"}
 
 
 def test_workflows_exist():
@@ -53,19 +56,60 @@ def test_templates_folder_holds_only_ui_workflows_and_their_thumbnails():
     assert {p.name for p in (folder / "api").iterdir()} == {p.name for p in WORKFLOWS}
 
 
-def test_templates_that_edit_use_the_shipped_example_with_a_real_mask(comfy_folders):
-    image, mask = NODES["VGTExampleImage"]().load("vgt_example.png")
-    assert image.shape == (1, 448, 448, 3) and mask.shape == (1, 448, 448)
-    assert 0.02 < float(mask.mean()) < 0.2 and set(mask.unique().tolist()) <= {0.0, 1.0}
+def _api(path: Path) -> dict:
+    return json.loads(api_path(path).read_text())
+
+
+def test_templates_load_the_builtin_demo_model_at_its_size():
+    """Every template runs as shipped on vgt-demo: the one-choice loader names it, every size is a multiple of 28
+    within its 8x8 token grid (224 px), and outpaint's crop + padding fills that grid, no more."""
+    grid = wf.DEMO_SIZE
+    assert wf.DEMO == "vgt-demo" and grid == 8 * 28
     for path in WORKFLOWS:
-        api = json.loads(api_path(path).read_text())
-        types = {n["class_type"] for n in api.values()}
-        assert "LoadImage" not in types, f"{path.name}: needs a file in ComfyUI's input folder"
+        api = _api(path)
+        loaders = [n["inputs"] for n in api.values() if n["class_type"] == "VGTUnifiedLoader"]
+        assert loaders == [dict(wf.RELEASE, model="vgt-demo")], path.name
         for n in api.values():
+            inputs = n["inputs"]
             if n["class_type"] == "VGTQueryARSampler":
-                assert (n["inputs"]["width"], n["inputs"]["height"]) == (448, 448)  # the released models' size
-            if n["class_type"] == "VGTUnifiedLoader":
-                assert n["inputs"]["model"] == "VGT-Qwen2.5-VL-2B-SFT" and n["inputs"]["download_missing"] is True
+                assert (inputs["width"], inputs["height"]) == (grid, grid), path.name
+            if n["class_type"] in ("VGTQueryARSampler", "VGTInpaint", "VGTVariation"):
+                assert inputs["cfg"] == 4.5 and inputs["steps"] == 30, path.name
+                assert inputs["parallel_tokens"] == 4 or path.stem == "vgt_parallel_decoding", path.name
+            if n["class_type"] == "VGTExampleImage":
+                assert inputs["image"] == "vgt_demo_example.png", path.name
+    api = _api(ROOT / "workflows" / "vgt_outpaint.json")
+    (crop,) = [n["inputs"] for n in api.values() if n["class_type"] == "ImageCrop"]
+    (pad,) = [n["inputs"] for n in api.values() if n["class_type"] == "VGTOutpaintPad"]
+    width, height = crop["width"] + pad["left"] + pad["right"], crop["height"] + pad["top"] + pad["bottom"]
+    assert (width, height) == (grid, grid)
+    assert all(v % 28 == 0 for v in (crop["width"], crop["height"], pad["left"], pad["right"], pad["top"], pad["bottom"]))
+
+
+def test_template_prompts_speak_of_the_demo_world():
+    """Each prompt uses only words of the world's captions (shapes, colours, counts, relations)."""
+    from vgt_impl.demo.dataset import scene_record
+    from vgt_impl.demo.palette import OBJECT_COLORS, SHAPES
+
+    words = {w for i in range(300) for c in scene_record(0, i, render_image=False)[0]["captions"] for w in c.split()}
+    prompts = [n["inputs"]["text"] for p in WORKFLOWS for n in _api(p).values() if n["class_type"] == "VGTTextEncode"]
+    assert sorted(prompts) == sorted(wf.PROMPTS.values())
+    assert wf.PROMPTS["vgt_text_to_image"] == "two red circles left of a blue square"
+    for text in prompts:
+        assert set(text.split()) <= words, f"{text!r}: {set(text.split()) - words} not in the world's captions"
+        assert any(c in text.split() for c in OBJECT_COLORS) and any(s in text for s in SHAPES), text
+
+
+def test_demo_example_masks_its_blue_square(comfy_folders):
+    """The inpaint example: 224x224, its alpha masks the blue square (and a margin), not the red circle."""
+    image, mask = NODES["VGTExampleImage"]().load("vgt_demo_example.png")
+    assert image.shape == (1, 224, 224, 3) and mask.shape == (1, 224, 224)
+    r, g, b = image[0].unbind(-1)
+    blue, red = (b > 0.7) & (r < 0.3), (r > 0.7) & (g < 0.3) & (b < 0.3)
+    assert blue.sum() > 2000 and red.sum() > 2000
+    assert bool((mask[0][blue] == 1).all()) and bool((mask[0][red] == 0).all())
+    assert 0.1 < float(mask.mean()) < 0.2 and set(mask.unique().tolist()) <= {0.0, 1.0}
+    assert "LoadImage" not in {n["class_type"] for p in WORKFLOWS for n in _api(p).values()}  # nothing to upload
 
 
 def test_only_known_node_types(comfy_folders):
@@ -149,7 +193,7 @@ def test_api_workflow_matches_ui(path, comfy_env):
 
 # ------------------------------------------------------------------------------------------------------ execution
 def _small_example(class_type, out):
-    """The 448 px example picture at 140x126 (not a multiple of 28) for the tiny models' 8x8 query grid."""
+    """The example picture at 140x126 (not a multiple of 28: VGT-AE Encode crops it) for the tiny models."""
     if class_type != "VGTExampleImage":
         return out
     image = torch.nn.functional.interpolate(out[0].movedim(-1, 1), size=(126, 140), mode="bilinear").movedim(1, -1)
@@ -161,9 +205,14 @@ def execute(api: dict, overrides: dict | None = None) -> dict:
     return wf_run.execute(api, NODES, overrides, after=_small_example)
 
 
+SIZED = [p for p in WORKFLOWS if p.stem in ("vgt_text_to_image", "vgt_inpaint", "vgt_outpaint")]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
-def test_workflow_runs_on_tiny_model(path, comfy_env):
+@pytest.mark.parametrize("path", SIZED, ids=lambda p: p.stem)
+def test_workflow_runs_on_a_release_with_its_sizes(path, comfy_env):
+    """A template with a released model picked in the loader and the sizes changed to suit it (here the tiny
+    reference models', under the release's file names; every template runs as shipped on vgt-demo below)."""
     api = json.loads(api_path(path).read_text())
     out = execute(api, TINY)
     saved = wf_run.saved_images(out)
@@ -174,8 +223,39 @@ def test_workflow_runs_on_tiny_model(path, comfy_env):
         assert images.shape[1] >= 112  # stitched with the original (126 px) where the workflow shows it
     for nid, node in api.items():
         if node["class_type"] == "VGTAEDecode":
-            assert out[nid][0].shape[1:3] in ((112, 112), (112, 140), (112, 196))
+            assert out[nid][0].shape[1:3] in ((112, 112), (112, 140), (112, 168))  # 140: the crop of 126x140
 
+
+DEMO_SAVES = {  # (height, width) of what each template saves on the demo model: 224 px images, stitched with gaps of 8
+    "vgt_text_to_image": (224, 224), "vgt_reconstruction": (224, 2 * 224 + 8), "vgt_parallel_decoding": (224, 3 * 224 + 16),
+    "vgt_inpaint": (224, 224), "vgt_outpaint": (224, 224), "vgt_variations": (224, 4 * 224 + 24),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_template_runs_as_shipped_on_the_demo_model(path, comfy_folders, demo_folder, monkeypatch):
+    """The API form as shipped (only fewer flow steps) on a model of vgt-demo's layout and shape (8x8 query grid:
+    a size beyond 224 px would be refused), loaded as the built-in release: no models folder, no download."""
+    use_as_builtin(monkeypatch, demo_folder)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing may be fetched
+    api = _api(path)
+    out = wf_run.execute(api, NODES, {"steps": 2, "preview": False})
+    (images,) = wf_run.saved_images(out)
+    assert images.shape == (1, *DEMO_SAVES[path.stem], 3) and 0 <= images.min() and images.max() <= 1
+    assert not any((comfy_folders / "models").rglob("*.*"))  # nothing written into models/vgt
+    for nid, node in api.items():
+        if node["class_type"] == "VGTAEDecode":
+            assert out[nid][0].shape == (1, 224, 224, 3)
+    if path.stem == "vgt_inpaint":  # the blue square's tokens are regenerated, the original is kept elsewhere
+        image, mask = NODES["VGTExampleImage"]().load("vgt_demo_example.png")
+        token_mask = out["5"][1][0]
+        assert float(token_mask.mean()) == 16 / 64 and bool((token_mask[mask[0] > 0] == 1).all())
+        feather = api["8"]["inputs"]["feather"]  # VGT Composite: a ramp up to 2 x feather px outside the tokens
+        far = torch.nn.functional.max_pool2d(token_mask[None, None], 4 * feather + 1, stride=1, padding=2 * feather)
+        far = far[0, 0] == 0
+        assert torch.allclose(images[0][far], image[0][far], atol=1 / 255)
+        assert (images[0][token_mask > 0] - image[0][token_mask > 0]).abs().mean() > 0.05
 
 
 def test_workflow_files_match_their_generator(comfy_env):

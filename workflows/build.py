@@ -41,22 +41,35 @@ CORE_NODES: dict[str, dict] = {
     "GrowMask": {"input": {"required": {"mask": ("MASK",), "expand": ("INT", {"default": 0, "min": -16384, "max": 16384}),
                                         "tapered_corners": ("BOOLEAN", {"default": True})}},
                  "output": ["MASK"], "output_name": ["MASK"]},
+    "ImageCrop": {"input": {"required": {"image": ("IMAGE",),
+                                         "width": ("INT", {"default": 512, "min": 1, "max": 16384, "step": 1}),
+                                         "height": ("INT", {"default": 512, "min": 1, "max": 16384, "step": 1}),
+                                         "x": ("INT", {"default": 0, "min": 0, "max": 16384, "step": 1}),
+                                         "y": ("INT", {"default": 0, "min": 0, "max": 16384, "step": 1})}},
+                  "output": ["IMAGE"], "output_name": ["IMAGE"]},
 }
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "FILE"}
 
-# The templates load a release with the one-choice loader (files fetched on first run); MODEL is the granular loader's
-# equivalent, used by the tests.
-RELEASE = {"model": "VGT-Qwen2.5-VL-2B-SFT", "download_missing": True, "dtype": "auto", "attention": "sdpa"}
+# The templates load the built-in vgt-demo model with the one-choice loader (shipped in the package: nothing to
+# download) and run on its world of coloured shapes at its size, 224x224 = its whole 8x8 token grid. Pick a released
+# model in the loader (and 448x448 on the sampler, vgt_example.png on the example node) for real pictures.
+DEMO = "vgt-demo"
+DEMO_SIZE = 224  # the demo model's image size: 8 x 8 tokens of 28 px, its whole query grid
+RELEASE = {"model": DEMO, "download_missing": True, "dtype": "auto", "attention": "sdpa"}
+# The granular loader's choices for a release in models/vgt (for custom setups; the tests use it).
 MODEL = {"ar_checkpoint": "vgt_qwen25vl_2B_sft/iter_5000.pth", "base_model": "Qwen2.5-VL-3B-Instruct",
          "vgt_ae": "(embedded in the AR checkpoint)", "ae_base_model": "(same as base_model)",
          "decoder_config": "(built-in DC-AE f32c32)", "dtype": "auto", "attention": "sdpa"}
-EXAMPLE = {"image": "vgt_example.png"}  # 448x448, the size the released models were trained at; alpha = the mask
+# 224x224 scene of the small world; alpha = the mask over its blue square (vgt_example.png: the 448 px one)
+EXAMPLE = {"image": "vgt_demo_example.png"}
 # Widths at which every widget's name and value show in ComfyUI 0.8's editor (frontend 1.35.9).
 WIDTHS = {"VGTUnifiedLoader": 400, "VGTModelLoader": 440, "VGTAELoader": 420, "VGTQueryARSampler": 360,
           "VGTInpaint": 360, "VGTVariation": 360, "VGTExampleImage": 320, "SaveImage": 360}
 AE = {"vgt_ae": "vgt_ae/vgt_ae_qwen25vl.pth", "base_model": "Qwen2.5-VL-3B-Instruct",
       "decoder_config": "(built-in DC-AE f32c32)", "dtype": "auto"}
+# The defaults of the sampler and of `vgt generate` (parallel_tokens = acc_ratio 4: 16 LLM steps for the 64 tokens).
 SAMPLING = {"seed": 42, "cfg": 4.5, "cfg_schedule": "linear", "steps": 30, "parallel_tokens": 4, "order": "random"}
+SIZE = {"width": DEMO_SIZE, "height": DEMO_SIZE}
 
 
 def pack():
@@ -167,11 +180,19 @@ def prompt(i, model_id, text, pos, title=None):
     return dict(n, title=title) if title else n
 
 
+PROMPTS = {  # captions of the demo world (vgt_impl/demo/captions.py): counts, colours, shapes, relations
+    "vgt_text_to_image": "two red circles left of a blue square",
+    "vgt_parallel_decoding": "a yellow star above a green triangle",
+    "vgt_inpaint": "a red circle left of a green star",  # the masked blue square becomes a green star
+    "vgt_outpaint": "a red circle to the left of a yellow triangle",  # the right half is new
+    "vgt_variations": "a red circle left of a blue square",
+}
+
 GRAPHS = {
     "vgt_text_to_image": [
         loader(1),
-        prompt(2, 1, "a red apple on a wooden table, soft window light, photograph", (380, 0)),
-        {"id": 3, "type": "VGTQueryARSampler", "pos": (760, 0), "widgets": SAMPLING,
+        prompt(2, 1, PROMPTS["vgt_text_to_image"], (380, 0)),
+        {"id": 3, "type": "VGTQueryARSampler", "pos": (760, 0), "widgets": dict(SAMPLING, **SIZE),
          "links": {"model": (1, 0), "positive": (2, 0)}},
         {"id": 4, "type": "VGTAEDecode", "pos": (1140, 0), "links": {"vgt_ae": (1, 1), "samples": (3, 0)}},
         {"id": 5, "type": "SaveImage", "pos": (1440, 0), "widgets": {"filename_prefix": "vgt/t2i"}, "links": {"images": (4, 0)}},
@@ -189,9 +210,9 @@ GRAPHS = {
     ],
     "vgt_parallel_decoding": [
         loader(1),
-        prompt(2, 1, "a small cabin near a quiet lake under the evening sky, soft warm light", (380, 0)),
+        prompt(2, 1, PROMPTS["vgt_parallel_decoding"], (380, 0)),
         *[{"id": 3 + k, "type": "VGTQueryARSampler", "pos": (760, 560 * k), "title": f"QueryAR, {acc} token(s) per step",
-           "widgets": dict(SAMPLING, parallel_tokens=acc), "links": {"model": (1, 0), "positive": (2, 0)}}
+           "widgets": dict(SAMPLING, **SIZE, parallel_tokens=acc), "links": {"model": (1, 0), "positive": (2, 0)}}
           for k, acc in enumerate((1, 4, 16))],
         *[{"id": 6 + k, "type": "VGTAEDecode", "pos": (1140, 560 * k), "links": {"vgt_ae": (1, 1), "samples": (3 + k, 0)}}
           for k in range(3)],
@@ -204,7 +225,7 @@ GRAPHS = {
     "vgt_inpaint": [
         loader(1),
         example(2, title="Example image + mask (or Load Image + MaskEditor)"),
-        prompt(3, 1, "a bowl of oranges on a wooden table", (380, 0)),
+        prompt(3, 1, PROMPTS["vgt_inpaint"], (380, 0)),
         {"id": 4, "type": "VGTAEEncode", "pos": (380, 300), "widgets": {"fit": "center_crop"},
          "links": {"vgt_ae": (1, 1), "image": (2, 0)}},
         {"id": 5, "type": "VGTInpaint", "pos": (760, 0), "widgets": dict(SAMPLING, mask_rule="any", grow_tokens=0),
@@ -214,13 +235,17 @@ GRAPHS = {
          "links": {"edited": (6, 0), "original": (2, 0), "mask": (5, 1)}},
         {"id": 7, "type": "SaveImage", "pos": (1780, 0), "widgets": {"filename_prefix": "vgt/inpaint"}, "links": {"images": (8, 0)}},
     ],
+    # The left half of the example (its red circle, 112x224 = 4x8 tokens) grown by 112 px of new tokens on the right:
+    # 224x224 again, the demo model's whole grid.
     "vgt_outpaint": [
         loader(1),
         example(2),
-        prompt(3, 1, "a wide meadow with hills under a blue sky, a small table in the middle", (380, 0)),
+        prompt(3, 1, PROMPTS["vgt_outpaint"], (380, 0)),
+        {"id": 9, "type": "ImageCrop", "pos": (0, 560), "title": "left half",
+         "widgets": {"width": DEMO_SIZE // 2, "height": DEMO_SIZE, "x": 0, "y": 0}, "links": {"image": (2, 0)}},
         {"id": 4, "type": "VGTAEEncode", "pos": (380, 300), "widgets": {"fit": "center_crop"},
-         "links": {"vgt_ae": (1, 1), "image": (2, 0)}},
-        {"id": 5, "type": "VGTOutpaintPad", "pos": (760, 300), "widgets": {"left": 112, "right": 112},
+         "links": {"vgt_ae": (1, 1), "image": (9, 0)}},
+        {"id": 5, "type": "VGTOutpaintPad", "pos": (760, 300), "widgets": {"left": 0, "right": DEMO_SIZE // 2},
          "links": {"samples": (4, 0)}},
         {"id": 6, "type": "VGTInpaint", "pos": (1100, 0), "widgets": dict(SAMPLING),
          "links": {"model": (1, 0), "positive": (3, 0), "samples": (5, 0), "mask": (5, 1)}},
@@ -230,7 +255,7 @@ GRAPHS = {
     "vgt_variations": [
         loader(1),
         example(2),
-        prompt(3, 1, "a bowl of fruit on a small table in a meadow, hills and a sunny sky", (380, 0)),
+        prompt(3, 1, PROMPTS["vgt_variations"], (380, 0)),
         {"id": 4, "type": "VGTAEEncode", "pos": (380, 300), "widgets": {"fit": "center_crop"},
          "links": {"vgt_ae": (1, 1), "image": (2, 0)}},
         *[{"id": 5 + k, "type": "VGTVariation", "pos": (760, 560 * k), "title": f"variation, strength {s}",

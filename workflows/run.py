@@ -23,10 +23,17 @@ def stitch(image1, direction="right", match_image_size=True, spacing_width=0, sp
     return (torch.cat([pad(image1), pad(gap), pad(image2)], dim=2),)
 
 
+def crop(image, width, height, x, y):
+    """ImageCrop as ComfyUI 0.8 does it: the start clamped inside the image, the end cut at its border."""
+    x, y = min(x, image.shape[2] - 1), min(y, image.shape[1] - 1)
+    return (image[:, y:y + height, x:x + width, :],)
+
+
 CORE_IMPL: dict[str, Callable] = {
     "SaveImage": lambda images, filename_prefix: {"saved": images},
     "PreviewImage": lambda images: {"saved": images},
     "ImageStitch": stitch,
+    "ImageCrop": crop,
 }
 
 
