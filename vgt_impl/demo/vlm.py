@@ -17,6 +17,7 @@ knows about an image there.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from collections.abc import Sequence
@@ -149,11 +150,20 @@ def collate_qa(items: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tens
             "pixels": torch.stack([it["pixels"] for it in items])}
 
 
+def modality_kwargs(model, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """transformers >= 5 computes Qwen3-VL's M-RoPE from ``mm_token_type_ids`` (text 0, image 1), which its processor
+    returns; 4.x finds the image tokens itself and takes no such argument."""
+    if "mm_token_type_ids" not in inspect.signature(model.forward).parameters:
+        return {}
+    return {"mm_token_type_ids": (input_ids == model.config.image_token_id).int()}
+
+
 def qa_forward(model, batch: dict[str, torch.Tensor]):
     """Teacher-forced forward of a QA batch -> transformers output (``loss``: mean over answer tokens)."""
     pixel_values, grid = image_inputs(batch["pixels"])
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
-                 pixel_values=pixel_values.to(next(model.parameters()).dtype), image_grid_thw=grid)
+                 pixel_values=pixel_values.to(next(model.parameters()).dtype), image_grid_thw=grid,
+                 **modality_kwargs(model, batch["input_ids"]))
 
 
 # ---------------------------------------------------------------------------------------------------------- accuracy
