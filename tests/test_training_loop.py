@@ -148,6 +148,10 @@ def test_presets_and_overrides(tmp_path):
     own.write_text("base: ar_pretrain_qwen25vl\nloop: {grad_accum: 8}\n")
     mine = load_run_config(own)
     assert mine.loop.grad_accum == 8 and mine.model.layer_ratio == 0.5 and mine.optim["main"].lr == 3e-4
+    # a bare `no` is a YAML boolean: a string field gets the word back (fp32 training), not "False"
+    assert load_run_config("ar_tiny", ["loop.mixed_precision=no"]).loop.mixed_precision == "no"
+    own.write_text("base: ar_tiny\nloop: {mixed_precision: no}\n")
+    assert load_run_config(own).loop.mixed_precision == "no"
     loop_file = tmp_path / "loop.yaml"
     loop_file.write_text("base: loop.yaml\n")
     with pytest.raises(ValueError, match="includes itself"):

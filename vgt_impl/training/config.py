@@ -221,6 +221,8 @@ def _scalar(tp: Any, value: Any, where: str) -> Any:
     if tp is str:
         if isinstance(value, (dict, list)):
             raise ValueError(f"{where}: expected a string, got {value!r}")
+        if isinstance(value, bool):  # YAML 1.1 reads a bare no/off/yes/on as a boolean: give the word back
+            return "yes" if value else "no"
         return str(value)
     return value
 
