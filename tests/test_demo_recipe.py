@@ -2,6 +2,7 @@
 loads, a finished stage is skipped on a second run, and the exported model folder generates an image."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -24,6 +25,11 @@ def test_every_stage_runs_and_records_its_time(smoke_run):
     assert on_disk["stages"].keys() == timings["stages"].keys()
     recipe = Recipe(RecipeConfig(out, smoke=True, threads=1))
     assert all(recipe.done(s) for s in STAGES)
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {str(f.relative_to(out)): oct(f.stat().st_mode & 0o777) for f in out.rglob("*.safetensors")}
+    assert any("teacher" in f for f in modes) and any("state" in f and "ema" in f for f in modes)
+    assert set(modes.values()) == {oct(0o666 & ~umask)}, modes  # weights, EMA, teacher, cache: not safetensors' 0600
     info = json.loads((out / "vgt-demo" / "vgt_demo.json").read_text())
     assert info["name"] == "vgt-demo" and info["size"] == 224 and info["storage"] == "bf16"
 

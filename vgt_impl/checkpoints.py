@@ -573,18 +573,33 @@ def load_strict(
 # ---------------------------------------------------------------------------------------------------------- converted
 def save_converted(path: str | Path, state_dict: Mapping[str, torch.Tensor], config: dict[str, Any]) -> Path:
     """Write our layout as .safetensors (+ ``<name>.json`` config beside it)."""
+    path = check_converted_target(path)
+    write_safetensors(path, state_dict, {"format": "pt", "vgt_config": json.dumps(config)})
+    path.with_suffix(".json").write_text(json.dumps(config, indent=2))
+    return path
+
+
+def usual_permissions(folder: str | Path) -> None:
+    """The .safetensors files a library's ``save_pretrained`` wrote into ``folder`` get the usual permissions
+    (safetensors creates files 0600, unreadable for the other users of a shared models folder)."""
+    for f in Path(folder).glob("*.safetensors"):
+        os.chmod(f, 0o666 & ~_umask())
+
+
+def write_safetensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str] | None = None,
+                      ) -> Path:
+    """``tensors`` -> a .safetensors file, written beside the target and renamed (an interrupted run never leaves a
+    half file under the real name), with the usual permissions (safetensors itself creates files 0600)."""
     from safetensors.torch import save_file
 
-    path = check_converted_target(path)
-    tensors = {k: v.contiguous() for k, v in state_dict.items()}
+    path = Path(path)
     tmp = path.with_name(path.name + ".partial")
-    try:  # written beside the target and renamed: an interrupted run never leaves a half file under the real name
-        save_file(tensors, str(tmp), metadata={"format": "pt", "vgt_config": json.dumps(config)})
-        os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates files 0600; give them the usual permissions
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    path.with_suffix(".json").write_text(json.dumps(config, indent=2))
     return path
 
 

@@ -222,11 +222,14 @@ def write_base_folder(model, tokenizer, folder: str | Path, info: dict[str, Any]
     generation_config.json, and ``world_vlm.json`` (sizes, training summary) when ``info`` is given."""
     import copy
 
+    from ..checkpoints import usual_permissions
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     out = copy.deepcopy(model).to(dtype)
     out.config.dtype = str(dtype).replace("torch.", "")
     out.save_pretrained(str(folder), safe_serialization=True)
+    usual_permissions(folder)
     tokenizer.save_pretrained(str(folder))
     (folder / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR, indent=1) + "\n")
     if info is not None:

@@ -114,7 +114,10 @@ def export_dcae(dcae: nn.Module, folder: str | Path, *, dtype: torch.dtype | Non
     """A diffusers folder (config.json + diffusion_pytorch_model.safetensors) that VGT-AE training starts from."""
     import copy
 
+    from ..checkpoints import usual_permissions
+
     folder = Path(folder)
     model = dcae if dtype is None else _cast(copy.deepcopy(dcae), dtype)
     model.save_pretrained(str(folder), safe_serialization=True)
+    usual_permissions(folder)
     return folder

@@ -109,7 +109,7 @@ def load_task_ae(model_cfg):
 
 
 def _write_shard(path: Path, dataset, keys, ae, batch_size: int, store: torch.dtype) -> None:
-    from safetensors.torch import save_file
+    from ..checkpoints import write_safetensors
 
     latents, captions, names = [], [], []
     for i in range(0, len(keys), batch_size):
@@ -120,9 +120,7 @@ def _write_shard(path: Path, dataset, keys, ae, batch_size: int, store: torch.dt
         captions += [it["caption"] for it in items]
         names += [it["key"] for it in items]
     meta = {"captions": json.dumps(captions), "keys": json.dumps(names)}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({"latents": torch.cat(latents).contiguous()}, str(tmp), metadata=meta)
-    tmp.rename(path)
+    write_safetensors(path, {"latents": torch.cat(latents)}, meta)
 
 
 def _index(out: Path, n_shards: int, shard_size: int, count: int, run_config, ae, dtype: str, seconds: float):

@@ -38,6 +38,8 @@ class RunState:
 
     def save_state(self) -> Path:
         """Resumable state of the completed ``self.step`` steps; older states beyond ``keep_states`` are removed."""
+        from ..checkpoints import usual_permissions
+
         acc = self.accelerator
         final = self.state_dir() / f"step_{self.step:07d}"
         tmp = self.state_dir() / f".tmp_step_{self.step:07d}"
@@ -48,6 +50,7 @@ class RunState:
         self._save_ema(tmp)
         if acc.is_main_process:
             (tmp / STATE_FILE).write_text(json.dumps(self._trainer_state(), indent=2))
+            usual_permissions(tmp)  # accelerate's model.safetensors
         acc.wait_for_everyone()
         if acc.is_main_process:
             if final.exists():
@@ -67,14 +70,14 @@ class RunState:
     def _save_ema(self, folder: Path) -> None:
         if self.ema is None:
             return
-        from safetensors.torch import save_file
+        from ..checkpoints import write_safetensors
 
         state = self.ema.state_dict()
         if any(_is_dtensor(t) for t in state.values()):  # FSDP2: each process saves its shards
             local = {k: (t.to_local() if _is_dtensor(t) else t).contiguous().cpu() for k, t in state.items()}
-            save_file(local, str(folder / f"ema_rank{self.accelerator.process_index}.safetensors"))
+            write_safetensors(folder / f"ema_rank{self.accelerator.process_index}.safetensors", local)
         elif self.accelerator.is_main_process:
-            save_file({k: t.contiguous().cpu() for k, t in state.items()}, str(folder / "ema.safetensors"))
+            write_safetensors(folder / "ema.safetensors", state)
 
     def _load_ema(self, folder: Path) -> None:
         if self.ema is None:

@@ -103,10 +103,10 @@ def export_vgtae(ae: VGTAutoencoder, folder: str | Path, *, base_model: str | Pa
               "decoder_config": ae.config.decoder_config, "source": "vgt train ae", **(extra or {})}
     folder = write_model_folder(Path(folder), sd, config, base_model=Path(base_model))
     if teacher is not None:
-        from safetensors.torch import save_file
+        from ..checkpoints import write_safetensors
 
-        save_file({k: v.detach().to("cpu").contiguous() for k, v in teacher.state_dict().items()},
-                  str(folder / TEACHER_FILE), metadata={"format": "pt", "what": "VGT-AE distillation teacher"})
+        write_safetensors(folder / TEACHER_FILE, teacher.state_dict(),
+                          {"format": "pt", "what": "VGT-AE distillation teacher"})
     return folder / "model.safetensors"
 
 
