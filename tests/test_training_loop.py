@@ -108,9 +108,13 @@ def test_phases_have_their_own_optimizer_start_and_lr_scale(tmp_path):
                                             max_grad_norm=None),
                            "d": OptimConfig(lr=0.1, warmup_steps=0, schedule="constant", weight_decay=0.0,
                                             max_grad_norm=None, start_step=2)})
+    tiny = torch.tensor(1e-39)  # a denormal float32
     trainer = Trainer(cfg, task=_TwoPhase())
+    assert float(tiny * 1.0) == 0.0  # denormals flushed while the Trainer lives (CPU convolution backward speed)
     trainer.task.export = lambda folder, weights: folder
     trainer.train()
+    trainer.close()
+    assert float(tiny * 1.0) > 0.0  # and torch's default again after close()
     # by hand: phase g's backward also reaches b, but b's optimizer must see phase d's gradient only
     from vgt_impl.training.data import StepSampler
 
@@ -148,6 +152,7 @@ def test_presets_and_overrides(tmp_path):
     own.write_text("base: ar_pretrain_qwen25vl\nloop: {grad_accum: 8}\n")
     mine = load_run_config(own)
     assert mine.loop.grad_accum == 8 and mine.model.layer_ratio == 0.5 and mine.optim["main"].lr == 3e-4
+    assert load_run_config("ar_tiny").loop.flush_denormal is True  # CPU conv backward: several times faster
     # a bare `no` is a YAML boolean: a string field gets the word back (fp32 training), not "False"
     assert load_run_config("ar_tiny", ["loop.mixed_precision=no"]).loop.mixed_precision == "no"
     own.write_text("base: ar_tiny\nloop: {mixed_precision: no}\n")

@@ -76,6 +76,9 @@ class LoopConfig:
     sample_every: int = 0  # write a sample grid every N steps (0 = never); uses the EMA weights when enabled
     resume: str = "auto"  # "auto" (latest state in output_dir if any) | "never" | path of a state folder
     num_workers: int = 2  # DataLoader worker processes
+    flush_denormal: bool = True  # CPU: treat denormal floats as zero (torch.set_flush_denormal). Gradients deep in a
+    #   conv decoder fall into the denormal range and make the CPU's convolution backward several times slower
+    #   (DC-AE decoder, batch 16 at 256 px: backward 7.4 s -> 1.9 s on one core); no effect on GPUs
     ema: EMAConfig = field(default_factory=EMAConfig)
 
 

@@ -92,6 +92,8 @@ class Trainer(RunState):
         self.accelerator = accelerator or make_accelerator(config, self.run_dir, task_cls.find_unused_parameters)
         acc = self.accelerator
         self._check_config()
+        if loop.flush_denormal:
+            torch.set_flush_denormal(True)  # process-wide, CPU only (see LoopConfig.flush_denormal)
         if task is None:
             from accelerate.utils import set_seed
 
@@ -242,6 +244,8 @@ class Trainer(RunState):
     def close(self) -> None:
         """End the trackers and the process group (the Trainer cannot train or save after this)."""
         self.accelerator.end_training()
+        if self.cfg.loop.flush_denormal:
+            torch.set_flush_denormal(False)  # torch's default again for the rest of the process
 
     def _batches(self, start_step: int) -> Iterator[dict[str, Any]]:
         """Micro-batches on the device, each with ``info`` (step, micro index, sample slots, seed)."""
