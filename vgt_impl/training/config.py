@@ -78,7 +78,8 @@ class LoopConfig:
     num_workers: int = 2  # DataLoader worker processes
     flush_denormal: bool = True  # CPU: treat denormal floats as zero (torch.set_flush_denormal). Gradients deep in a
     #   conv decoder fall into the denormal range and make the CPU's convolution backward several times slower
-    #   (DC-AE decoder, batch 16 at 256 px: backward 7.4 s -> 1.9 s on one core); no effect on GPUs
+    #   (DC-AE decoder, batch 16 at 256 px: backward 7.4 s -> 1.9 s on one core); no effect on GPUs; set during
+    #   Trainer.train() only
     ema: EMAConfig = field(default_factory=EMAConfig)
 
 

@@ -92,8 +92,6 @@ class Trainer(RunState):
         self.accelerator = accelerator or make_accelerator(config, self.run_dir, task_cls.find_unused_parameters)
         acc = self.accelerator
         self._check_config()
-        if loop.flush_denormal:
-            torch.set_flush_denormal(True)  # process-wide, CPU only (see LoopConfig.flush_denormal)
         if task is None:
             from accelerate.utils import set_seed
 
@@ -203,6 +201,15 @@ class Trainer(RunState):
     # ------------------------------------------------------------------ the run
     def train(self) -> Path | None:
         """Run to ``loop.max_steps``; returns the last exported model folder (on the main process)."""
+        if not self.cfg.loop.flush_denormal:
+            return self._train()
+        torch.set_flush_denormal(True)  # process-wide, CPU only (see LoopConfig.flush_denormal)
+        try:
+            return self._train()
+        finally:
+            torch.set_flush_denormal(False)  # torch's default again for the rest of the process
+
+    def _train(self) -> Path | None:
         acc, loop = self.accelerator, self.cfg.loop
         if acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -244,8 +251,6 @@ class Trainer(RunState):
     def close(self) -> None:
         """End the trackers and the process group (the Trainer cannot train or save after this)."""
         self.accelerator.end_training()
-        if self.cfg.loop.flush_denormal:
-            torch.set_flush_denormal(False)  # torch's default again for the rest of the process
 
     def _batches(self, start_step: int) -> Iterator[dict[str, Any]]:
         """Micro-batches on the device, each with ``info`` (step, micro index, sample slots, seed)."""
