@@ -122,6 +122,58 @@ def test_stage2_latents_are_the_inference_latents_plus_noise(reference_dir):
         tr.discriminator_loss(x, step=9)
 
 
+def test_decode_window_decodes_and_scores_the_matching_image_window(reference_dir):
+    """decode_window=k: each image's k x k latent window at its drawn offset is decoded and compared with the same
+    window of the image; the encoder still sees the whole image; outside training the whole grid is decoded."""
+    ae, teacher = fresh(reference_dir, "internvl3")
+    cfg = tiny_cfg("2", gan_start=0)
+    cfg.decode_window = 2
+    tr = VGTAETrainer(ae, cfg, teacher=teacher)
+    x = images(size=112)  # stride 28: a 4 x 4 latent grid
+    alpha, eps = torch.tensor([0.0, 0.0]), torch.zeros(2, 32, 4, 4)
+    top, left = torch.tensor([0, 2]), torch.tensor([1, 0])
+    out = tr.reconstruct(x, {"noise_alpha": alpha, "noise_eps": eps, "window_top": top, "window_left": left})
+    with torch.no_grad():
+        full = ae.encode(x)  # [2, 32, 4, 4]
+    assert out["latents"].shape == (2, 32, 2, 2) and out["recon"].shape == (2, 3, 56, 56)
+    torch.testing.assert_close(out["latents"][0], full[0, :, 0:2, 1:3], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out["latents"][1], full[1, :, 2:4, 0:2], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out["target"][0], x[0, :, 0:56, 28:84], atol=0, rtol=0)
+    torch.testing.assert_close(out["target"][1], x[1, :, 56:112, 0:56], atol=0, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(out["recon"], ae.decode_pixels(out["latents"]), atol=1e-5, rtol=1e-5)
+    assert out["features"].shape[1] == 16  # distillation on the whole image's tokens
+    draws = {"noise_alpha": alpha, "noise_eps": eps, "window_top": top, "window_left": left}
+    loss, m = tr.generator_loss(x, step=0, draws=draws)
+    torch.testing.assert_close(m["rec_loss"], ((out["recon"] - out["target"]) ** 2).mean() / 4, atol=1e-6, rtol=1e-5)
+    d_loss, _ = tr.discriminator_loss(x, step=0)  # the discriminator sees the same window as the generator
+    assert torch.isfinite(d_loss)
+    tr.eval()
+    assert tr.reconstruct(x)["recon"].shape == (2, 3, 112, 112)
+
+
+def test_decode_window_draws_are_per_sample_and_reproducible(tmp_path):
+    from types import SimpleNamespace
+
+    from vgt_impl.training.ae_tasks import AETask
+    from vgt_impl.training.task import BatchInfo
+
+    task = AETask.__new__(AETask)  # draw() only reads cfg, ae.stride, ae.latent_channels and training
+    torch.nn.Module.__init__(task)
+    task.cfg = SimpleNamespace(noise_gamma=0.0, decode_window=3)
+    task.ae = SimpleNamespace(stride=28, latent_channels=32)
+    x = torch.zeros(4, 3, 224, 224)
+    batch = {"info": BatchInfo(step=5, micro=0, slots=[40, 41, 42, 43], seed=7)}
+    a, b = task.draw(batch, x, 5), task.draw(batch, x, 5)
+    assert set(a) == {"window_top", "window_left"}
+    assert torch.equal(a["window_top"], b["window_top"]) and torch.equal(a["window_left"], b["window_left"])
+    assert int(a["window_top"].min()) >= 0 and int(a["window_top"].max()) <= 5 and int(a["window_left"].max()) <= 5
+    other = task.draw({"info": BatchInfo(step=6, micro=0, slots=[44, 45, 46, 47], seed=7)}, x, 6)
+    assert not (torch.equal(a["window_top"], other["window_top"]) and torch.equal(a["window_left"], other["window_left"]))
+    task.cfg.decode_window = 8  # the whole grid: nothing to draw
+    assert task.draw(batch, x, 5) == {}
+
+
 def test_latent_noise_draws():
     z = torch.zeros(3, 2, 1, 1)
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)

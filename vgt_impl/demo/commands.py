@@ -227,10 +227,10 @@ def add_commands(sub, model_args, sampling_args) -> None:
                                                 "AR): shapes-GenEval against training steps")
     p.add_argument("--recipe", required=True, help="a `vgt demo train` output folder")
     p.add_argument("--out", required=True, help="output folder (runs, results.json, convergence.png)")
-    p.add_argument("--steps", type=int, default=1000, help="training steps of each run (the recipe's AR length)")
+    p.add_argument("--steps", type=int, default=4000, help="training steps of each run (the recipe's AR length)")
     p.add_argument("--runs", default="vgtae,vae", help="which runs to train and score now (vgtae: the recipe's own AR "
                    "run when it exported every --eval-every steps; vae: the DC-AE-latent baseline)")
-    p.add_argument("--eval-every", type=int, default=250, help="export and score every N steps")
+    p.add_argument("--eval-every", type=int, default=500, help="export and score every N steps")
     p.add_argument("--limit", type=int, default=8, help="shapes-GenEval prompts per category")
     p.add_argument("--images-per-prompt", type=int, default=1, help="images scored per prompt")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override both AR runs' config (repeatable)")

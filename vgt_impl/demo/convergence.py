@@ -91,8 +91,8 @@ def load_dcae_latents(folder: str | Path, images: torch.Tensor | None = None, *,
 class ConvergenceConfig:
     recipe: Path  # a `vgt demo train` output folder (vlm/, dcae/, ae2/, cache/, world/)
     out: Path
-    steps: int = 1000  # training steps of each run (the recipe's AR length)
-    eval_every: int = 250  # export + shapes-GenEval every N steps
+    steps: int = 4000  # training steps of each run (the recipe's AR length)
+    eval_every: int = 500  # export + shapes-GenEval every N steps
     eval_limit: int = 8  # prompts per category
     images_per_prompt: int = 1
     acc_ratio: int = 4  # the sampling of the scores: the project's default (vgt generate, the ComfyUI sampler)

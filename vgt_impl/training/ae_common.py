@@ -78,6 +78,7 @@ class AETrainer(nn.Module):
         self.lecam = LeCamEMA(gan.lecam_decay) if gan.enabled and gan.lecam_weight > 0 else None
         self.perceptual = perceptual  # frozen, built from local files (see perceptual.py); not trained
         self._recon: torch.Tensor | None = None
+        self._target: torch.Tensor | None = None
 
     # subclass hooks
     def reconstruct(self, images: torch.Tensor, draws: dict | None = None,
@@ -100,6 +101,7 @@ class AETrainer(nn.Module):
         lc = self.loss_cfg
         out = self.reconstruct(images, draws, generator)
         recon = out["recon"]  # [B, 3, H, W] in [-1, 1]
+        images = out.get("target", images)  # the window of the images that was decoded (VGT-AE decode_window)
         nll = lc.reconstruction_weight * reconstruction_loss(images, recon, lc.reconstruction)
         metrics = {"rec_loss": nll.detach()}
         if self.perceptual is not None and lc.perceptual_weight > 0:
@@ -120,6 +122,7 @@ class AETrainer(nn.Module):
             metrics.update(gan_loss=g.detach(), gan_weight=weight.detach())
         metrics["loss"] = total.detach()
         self._recon = recon.detach()
+        self._target = images
         return total, metrics
 
     def discriminator_loss(self, images: torch.Tensor, step: int,
@@ -128,6 +131,9 @@ class AETrainer(nn.Module):
         if not self.gan_active(step):
             raise RuntimeError(f"the discriminator phase starts at step {self.loss_cfg.gan.start_step} (now {step})")
         recon = recon if recon is not None else self._recon
+        if self._target is not None and recon is not None and self._target.shape == recon.shape \
+                and images.shape != recon.shape:
+            images = self._target  # the generator phase decoded a window: the discriminator sees the same window
         if recon is None:
             raise RuntimeError("the discriminator phase needs the generator phase's reconstruction of this batch")
         real = self.discriminator(to_unit(images))  # [B, 1, 16, 16]

@@ -160,23 +160,38 @@ class AETask(VGTAETrainer, _AETask):
         towers[0].gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})  # outermost
 
     def draw(self, batch: dict[str, Any], images: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        """Latent noise draws per sample slot: a ~ U(0, gamma) [B], eps ~ N(0, I) [B, C, h, w]."""
-        if not (self.training and self.cfg.noise_gamma > 0):
+        """Per sample slot: latent noise a ~ U(0, gamma) [B], eps ~ N(0, I) [B, C, h, w] (stage 2), and the decoded
+        window's offsets in tokens [B] (``decode_window``)."""
+        if not self.training:
             return {}
         b, _, h, w = images.shape
         info = batch.get("info") or BatchInfo(step=step, micro=0, slots=list(range(b)))
-        shape = (self.ae.latent_channels, h // self.ae.stride, w // self.ae.stride)
-        alpha, eps = [], []
-        for slot in info.slots:
-            gen = make_generator(images.device, info.seed, "ae_latent_noise", slot)
-            alpha.append(torch.rand((), generator=gen, device=images.device) * self.cfg.noise_gamma)
-            eps.append(torch.randn(shape, generator=gen, device=images.device))
-        return {"noise_alpha": torch.stack(alpha), "noise_eps": torch.stack(eps)}
+        gh, gw = h // self.ae.stride, w // self.ae.stride
+        out = {}
+        if self.cfg.noise_gamma > 0:
+            alpha, eps = [], []
+            for slot in info.slots:
+                gen = make_generator(images.device, info.seed, "ae_latent_noise", slot)
+                alpha.append(torch.rand((), generator=gen, device=images.device) * self.cfg.noise_gamma)
+                eps.append(torch.randn((self.ae.latent_channels, gh, gw), generator=gen, device=images.device))
+            out.update(noise_alpha=torch.stack(alpha), noise_eps=torch.stack(eps))
+        k = self.cfg.decode_window
+        if 0 < k < min(gh, gw):
+            top, left = [], []
+            for slot in info.slots:
+                gen = torch.Generator().manual_seed(stream_seed(info.seed, "ae_decode_window", slot))
+                top.append(int(torch.randint(0, gh - k + 1, (), generator=gen)))
+                left.append(int(torch.randint(0, gw - k + 1, (), generator=gen)))
+            out.update(window_top=torch.tensor(top), window_left=torch.tensor(left))
+        return out
 
     def resume_fingerprint(self) -> dict[str, Any]:
         c = self.cfg
-        return {"task": self.name, "stage": c.stage, "encoder_norm": c.encoder_norm, "noise_gamma": c.noise_gamma,
-                "train_encoder": c.train_encoder, "gan": c.loss.gan.enabled}
+        fp = {"task": self.name, "stage": c.stage, "encoder_norm": c.encoder_norm, "noise_gamma": c.noise_gamma,
+              "train_encoder": c.train_encoder, "gan": c.loss.gan.enabled}
+        if c.decode_window:
+            fp["decode_window"] = c.decode_window  # only when set: runs saved before the option still resume
+        return fp
 
     def export(self, folder: Path, weights: Mapping[str, torch.Tensor]) -> Path:
         from .vgtae_io import export_vgtae_weights

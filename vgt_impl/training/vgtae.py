@@ -38,6 +38,9 @@ class VGTAEConfig:
     noise_gamma: float = 0.0  # training-only latent noise z + a * eps, a ~ U(0, gamma) per sample (stage 2: 0.1)
     train_encoder: bool = True  # False: the paper's stage 2 (vision encoder frozen)
     encoder_lr_mult: float = 0.5  # lr of the vision encoder relative to the rest (reference encoder_lr_muti)
+    decode_window: int = 0  # training only: decode a random k x k window of latent tokens per image, not the whole
+    #   grid (the encoder and distillation still see the whole image); 0 = the whole grid. The DC-AE decoder is
+    #   convolutional, so a window costs ~(k / grid)^2 of the decoder, the dominant cost of a step
     loss: AELossConfig = field(default_factory=AELossConfig)
 
 
@@ -58,6 +61,15 @@ def stage_config(stage: str) -> VGTAEConfig:
                         perceptual=PerceptualConfig(logits_weight=d.get("logits_weight", 0.1)))
     return VGTAEConfig(stage=stage, encoder_norm=d["encoder_norm"], noise_gamma=d["noise_gamma"],
                        train_encoder=d["train_encoder"], loss=loss)
+
+
+def latent_window(z: torch.Tensor, images: torch.Tensor, k: int, stride: int, top: torch.Tensor,
+                  left: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k x k latent window at (top, left) [B] (in tokens) of each image, and the matching pixel window."""
+    zs = [z[i, :, t:t + k, s:s + k] for i, (t, s) in enumerate(zip(top.tolist(), left.tolist()))]
+    ps = [images[i, :, t * stride:(t + k) * stride, s * stride:(s + k) * stride]
+          for i, (t, s) in enumerate(zip(top.tolist(), left.tolist()))]
+    return torch.stack(zs), torch.stack(ps)
 
 
 def latent_noise(z: torch.Tensor, gamma: float, *, alpha: torch.Tensor | None = None, eps: torch.Tensor | None = None,
@@ -115,7 +127,16 @@ class VGTAETrainer(AETrainer):
         if self.training and self.cfg.noise_gamma > 0:
             z = latent_noise(z, self.cfg.noise_gamma, alpha=draws.get("noise_alpha"), eps=draws.get("noise_eps"),
                              generator=generator)
-        out = {"features": feats, "latents": z, "recon": ae.decode_pixels(z), "extra_losses": {}}
+        target = images
+        k = self.cfg.decode_window
+        if self.training and 0 < k < min(z.shape[-2:]):
+            if "window_top" in draws:
+                top, left = draws["window_top"], draws["window_left"]
+            else:
+                top = torch.randint(0, z.shape[-2] - k + 1, (b,), generator=generator, device=z.device)
+                left = torch.randint(0, z.shape[-1] - k + 1, (b,), generator=generator, device=z.device)
+            z, target = latent_window(z, images, k, ae.stride, top, left)
+        out = {"features": feats, "latents": z, "recon": ae.decode_pixels(z), "target": target, "extra_losses": {}}
         if self.teacher is not None:
             with torch.no_grad():
                 out["teacher_features"] = ae.features(x, encoder=self.teacher)  # [B, hw, D]
