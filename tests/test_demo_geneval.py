@@ -205,3 +205,23 @@ def test_eval_runs_a_vgt_pipeline(reference_dir, tmp_path, capsys):
     assert result["settings"]["acc_ratio"] == 4
     with Image.open(out / "grid.png") as grid:
         assert grid.size[0] == 6 * 224
+
+
+def test_autoencoder_generator_is_the_ground_truth_through_the_vgtae(demo_folder, specs, tmp_path, capsys):
+    """--generator autoencoder: the oracle's image of each prompt, encoded and decoded by the model's VGT-AE."""
+    from vgt_impl.autoencoder import VGTAutoencoder
+    from vgt_impl.demo.geneval import autoencoder_generator
+
+    sub = limit_per_category(specs, 1)[:2]
+    ae = VGTAutoencoder.from_pretrained(demo_folder)
+    images = autoencoder_generator(sub, ae)([s.prompt for s in sub], [3, 4])
+    truth = OracleGenerator(sub)([s.prompt for s in sub], [3, 4])
+    with torch.no_grad():
+        expected = ae.decode_pixels(ae.encode(truth)).clamp(-1, 1)
+    assert images.shape == (2, 3, 224, 224) and images.dtype == torch.float32
+    torch.testing.assert_close(images, expected)
+    out = tmp_path / "eval"
+    assert main(["eval", "--ar", str(demo_folder), "--generator", "autoencoder", "--limit", "1",
+                 "--images-per-prompt", "1", "--out", str(out)]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["model"].startswith("ground truth through the VGT-AE") and len(result["samples"]) == 6

@@ -117,7 +117,7 @@ def _settings(args) -> dict:
 
 def _generator(args, specs):
     """(generator callable, a label for the report) from the command's arguments."""
-    from .geneval import OracleGenerator, noise_generator, pipeline_generator
+    from .geneval import OracleGenerator, autoencoder_generator, noise_generator, pipeline_generator
 
     if args.generator == "oracle":
         return OracleGenerator(specs), "oracle (rendered ground truth)"
@@ -128,6 +128,10 @@ def _generator(args, specs):
     use_builtin_model(args)  # no --ar: the built-in vgt-demo model
     sampling = sampling_options(args)  # the preset (reference by default) and its overrides
     pipe = _load_pipeline(args)
+    if args.generator == "autoencoder":
+        if getattr(pipe, "ae", None) is None:
+            raise SystemExit("--generator autoencoder needs the model's VGT-AE (load one with --ae)")
+        return autoencoder_generator(specs, pipe.ae), f"ground truth through the VGT-AE of {args.ar}"
     gen = pipeline_generator(pipe, size=args.size, cfg_scale=args.cfg, cfg_schedule=args.cfg_schedule,
                              acc_ratio=args.acc_ratio, order=args.order, mode=args.mode, **sampling)
     speed = "".join(f", {k} {v}" for k, v in sampling.items() if k not in ("num_flow_steps", "sampler"))
@@ -238,8 +242,9 @@ def add_commands(sub, model_args, sampling_args) -> None:
 
     p = sub.add_parser("eval", help="shapes-GenEval: per-category accuracy of a model on the small world")
     model_args(p, False)
-    p.add_argument("--generator", default="pipeline", choices=["pipeline", "oracle", "noise"],
-                   help="what draws the images: the model, or a reference (rendered ground truth / noise)")
+    p.add_argument("--generator", default="pipeline", choices=["pipeline", "oracle", "noise", "autoencoder"],
+                   help="what draws the images: the model, or a reference (rendered ground truth / noise; "
+                        "autoencoder: the ground truth through the model's VGT-AE, the ceiling of its decoder)")
     p.add_argument("--per-category", type=int, default=24, help="size of the prompt set: prompts per category")
     p.add_argument("--limit", type=int, help="evaluate only the first N prompts of each category")
     p.add_argument("--images-per-prompt", type=int, default=4, help="images generated per prompt")

@@ -266,6 +266,19 @@ class OracleGenerator:
         return torch.from_numpy(batch)
 
 
+def autoencoder_generator(specs: Sequence[PromptSpec], ae) -> Generator:
+    """The rendered ground truth of each prompt through a VGT-AE (encode, decode): the score's ceiling for a
+    generator whose images come out of that autoencoder's decoder."""
+    oracle = OracleGenerator(specs)
+
+    def generate(prompts: list[str], seeds: list[int]) -> torch.Tensor:
+        x = oracle(prompts, seeds).to(device=ae.device, dtype=ae.dtype)
+        with torch.no_grad():
+            return ae.decode_pixels(ae.encode(x)).clamp(-1, 1).float().cpu()
+
+    return generate
+
+
 def noise_generator(prompts: list[str], seeds: list[int], size: int = 224) -> torch.Tensor:
     """Uniform noise images, one seeded draw per image: the score's lower bound."""
     return torch.stack([torch.rand(3, size, size, generator=torch.Generator().manual_seed(s)) * 2 - 1 for s in seeds])
