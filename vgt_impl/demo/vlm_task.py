@@ -115,7 +115,8 @@ def heldout_accuracy(vlm, tokenizer, source: str, images: int) -> dict[str, Any]
     acc, counts = qa_accuracy(vlm, tokenizer, records)
     logger.info("VLM held-out accuracy (%d images): %s", len(records),
                 ", ".join(f"{k} {v:.3f}" for k, v in sorted(acc.items())))
-    return {"source": str(source), "images": len(records), "accuracy": acc, "questions": counts,
+    where = Path(source)  # the manifest's folder and name only: the model folder ships, the build machine's paths do not
+    return {"source": f"{where.parent.name}/{where.name}", "images": len(records), "accuracy": acc, "questions": counts,
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
