@@ -225,3 +225,21 @@ def test_autoencoder_generator_is_the_ground_truth_through_the_vgtae(demo_folder
                  "--images-per-prompt", "1", "--out", str(out)]) == 0
     result = json.loads((out / "results.json").read_text())
     assert result["model"].startswith("ground truth through the VGT-AE") and len(result["samples"]) == 6
+
+
+def test_dcae_generator_is_the_ground_truth_through_a_dcae(reference_dir, tmp_path, capsys):
+    """--generator dcae --decoder FOLDER: the oracle's image through a DC-AE at 256 px and back to 224 px."""
+    from vgt_impl.demo.convergence import load_dcae_latents
+
+    folder = reference_dir / "qwen25vl" / "base" / "dc-ae-f32c32-sana-1.1-diffusers-tiny"
+    out = tmp_path / "eval"
+    assert main(["eval", "--generator", "dcae", "--decoder", str(folder), "--limit", "1", "--images-per-prompt", "1",
+                 "--out", str(out)]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["model"].startswith("ground truth through the DC-AE") and len(result["samples"]) == 6
+    codec = load_dcae_latents(folder, shift=0.0, scale=1.0)
+    assert tuple(codec.encode(torch.zeros(1, 3, 224, 224)).shape) == (1, 32, 8, 8)  # 256 px: the 8 x 8 grid
+    assert main(["eval", "--generator", "dcae", "--out", str(out)]) == 2
+    assert "--generator dcae takes --decoder" in capsys.readouterr().err
+    assert main(["eval", "--generator", "dcae", "--decoder", str(tmp_path), "--out", str(out)]) == 2
+    assert "expected a diffusers AutoencoderDC folder with weights" in capsys.readouterr().err

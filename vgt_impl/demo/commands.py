@@ -123,6 +123,16 @@ def _generator(args, specs):
         return OracleGenerator(specs), "oracle (rendered ground truth)"
     if args.generator == "noise":
         return functools.partial(noise_generator, size=args.size), "noise images"
+    if args.generator == "dcae":
+        from .convergence import load_dcae_latents
+
+        if not args.decoder or args.ar:
+            raise ValueError("--generator dcae takes --decoder (a DC-AE folder with weights) and no --ar")
+        folder = Path(args.decoder)
+        if not any(folder.glob("diffusion_pytorch_model.*")):
+            raise ValueError(f"--decoder {folder}: expected a diffusers AutoencoderDC folder with weights")
+        codec = load_dcae_latents(folder, shift=0.0, scale=1.0)  # a round trip: the normalisation cancels
+        return autoencoder_generator(specs, codec), f"ground truth through the DC-AE {folder} (256 px)"
     from ..cli import _load_pipeline, sampling_options, use_builtin_model
 
     use_builtin_model(args)  # no --ar: the built-in vgt-demo model
@@ -242,9 +252,10 @@ def add_commands(sub, model_args, sampling_args) -> None:
 
     p = sub.add_parser("eval", help="shapes-GenEval: per-category accuracy of a model on the small world")
     model_args(p, False)
-    p.add_argument("--generator", default="pipeline", choices=["pipeline", "oracle", "noise", "autoencoder"],
+    p.add_argument("--generator", default="pipeline", choices=["pipeline", "oracle", "noise", "autoencoder", "dcae"],
                    help="what draws the images: the model, or a reference (rendered ground truth / noise; "
-                        "autoencoder: the ground truth through the model's VGT-AE, the ceiling of its decoder)")
+                        "autoencoder: the ground truth through the model's VGT-AE, the ceiling of its decoder; "
+                        "dcae: through the DC-AE folder given as --decoder, at 256 px)")
     p.add_argument("--per-category", type=int, default=24, help="size of the prompt set: prompts per category")
     p.add_argument("--limit", type=int, help="evaluate only the first N prompts of each category")
     p.add_argument("--images-per-prompt", type=int, default=4, help="images generated per prompt")

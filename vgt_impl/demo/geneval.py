@@ -267,14 +267,15 @@ class OracleGenerator:
 
 
 def autoencoder_generator(specs: Sequence[PromptSpec], ae) -> Generator:
-    """The rendered ground truth of each prompt through a VGT-AE (encode, decode): the score's ceiling for a
-    generator whose images come out of that autoencoder's decoder."""
+    """The rendered ground truth of each prompt through an autoencoder (encode, decode): the score's ceiling for a
+    generator whose images come out of that decoder. ``ae``: a VGT-AE, or a DC-AE codec (``convergence.DCAELatents``)."""
     oracle = OracleGenerator(specs)
+    decode = getattr(ae, "decode_pixels", None) or ae.decode
 
     def generate(prompts: list[str], seeds: list[int]) -> torch.Tensor:
         x = oracle(prompts, seeds).to(device=ae.device, dtype=ae.dtype)
         with torch.no_grad():
-            return ae.decode_pixels(ae.encode(x)).clamp(-1, 1).float().cpu()
+            return decode(ae.encode(x)).clamp(-1, 1).float().cpu()
 
     return generate
 
