@@ -150,6 +150,9 @@ def test_decode_window_decodes_and_scores_the_matching_image_window(reference_di
     assert torch.isfinite(d_loss)
     tr.eval()
     assert tr.reconstruct(x)["recon"].shape == (2, 3, 112, 112)
+    cfg.decode_window = -1
+    with pytest.raises(ValueError, match="decode_window=-1: expected a whole number"):
+        VGTAETrainer(ae, cfg, teacher=teacher)
 
 
 def test_decode_window_draws_are_per_sample_and_reproducible(tmp_path):

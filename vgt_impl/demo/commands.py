@@ -140,7 +140,7 @@ def _generator(args, specs):
     pipe = _load_pipeline(args)
     if args.generator == "autoencoder":
         if getattr(pipe, "ae", None) is None:
-            raise SystemExit("--generator autoencoder needs the model's VGT-AE (load one with --ae)")
+            raise ValueError("--generator autoencoder needs the model's VGT-AE (load one with --ae)")
         return autoencoder_generator(specs, pipe.ae), f"ground truth through the VGT-AE of {args.ar}"
     gen = pipeline_generator(pipe, size=args.size, cfg_scale=args.cfg, cfg_schedule=args.cfg_schedule,
                              acc_ratio=args.acc_ratio, order=args.order, mode=args.mode, **sampling)

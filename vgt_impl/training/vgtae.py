@@ -89,6 +89,9 @@ class VGTAETrainer(AETrainer):
 
     def __init__(self, ae: VGTAutoencoder, cfg: VGTAEConfig, *, teacher: nn.Module | None = None,
                  perceptual: PerceptualLoss | None = None):
+        if not isinstance(cfg.decode_window, int) or cfg.decode_window < 0:
+            raise ValueError(f"model.decode_window={cfg.decode_window!r}: expected a whole number of latent tokens "
+                             ">= 0 (0 decodes the whole grid)")
         super().__init__(cfg.loss, perceptual)
         self.cfg = cfg
         self.ae = ae.train().requires_grad_(True)
