@@ -66,9 +66,9 @@ def stage_config(stage: str) -> VGTAEConfig:
 def latent_window(z: torch.Tensor, images: torch.Tensor, k: int, stride: int, top: torch.Tensor,
                   left: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The k x k latent window at (top, left) [B] (in tokens) of each image, and the matching pixel window."""
-    zs = [z[i, :, t:t + k, s:s + k] for i, (t, s) in enumerate(zip(top.tolist(), left.tolist()))]
-    ps = [images[i, :, t * stride:(t + k) * stride, s * stride:(s + k) * stride]
-          for i, (t, s) in enumerate(zip(top.tolist(), left.tolist()))]
+    offsets = list(zip(top.tolist(), left.tolist()))  # CPU draws: no device sync
+    zs = [z[i, :, t:t + k, s:s + k] for i, (t, s) in enumerate(offsets)]
+    ps = [images[i, :, t * stride:(t + k) * stride, s * stride:(s + k) * stride] for i, (t, s) in enumerate(offsets)]
     return torch.stack(zs), torch.stack(ps)
 
 
@@ -136,8 +136,9 @@ class VGTAETrainer(AETrainer):
             if "window_top" in draws:
                 top, left = draws["window_top"], draws["window_left"]
             else:
-                top = torch.randint(0, z.shape[-2] - k + 1, (b,), generator=generator, device=z.device)
-                left = torch.randint(0, z.shape[-1] - k + 1, (b,), generator=generator, device=z.device)
+                dev = generator.device if generator is not None else "cpu"  # offsets are indices: keep them off the GPU
+                top = torch.randint(0, z.shape[-2] - k + 1, (b,), generator=generator, device=dev)
+                left = torch.randint(0, z.shape[-1] - k + 1, (b,), generator=generator, device=dev)
             z, target = latent_window(z, images, k, ae.stride, top, left)
         out = {"features": feats, "latents": z, "recon": ae.decode_pixels(z), "target": target, "extra_losses": {}}
         if self.teacher is not None:
