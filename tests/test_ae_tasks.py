@@ -147,6 +147,38 @@ def test_dcae_task_learns_and_exports_a_diffusers_folder(image_folder, tmp_path)
     assert load_decoder_config(out)["decoder_block_out_channels"] == [8, 16, 32]  # what a new VGT-AE reads
 
 
+
+def test_dcae_latent_norm_trains_on_layernormed_latents_and_every_reader_follows(image_folder, tmp_path):
+    """model.latent_norm: the decoder sees per-position LayerNormed latents; the export says so (vgt_dcae.json) and
+    the DC-AE codec of the ceiling / VAE baseline encodes the same way, already normalised (no global shift / scale)."""
+    from vgt_impl.demo.convergence import load_dcae_latents
+    from vgt_impl.training.dcae import INFO_FILE, dcae_latent_norm
+
+    cfg = load_run_config("dcae_tiny", [f"data.source=[{image_folder}]", f"loop.output_dir={tmp_path / 'd'}",
+                                        "loop.max_steps=2", "model.latent_norm=true"], task="dcae")
+    trainer = Trainer(cfg)
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    z = trainer.task.reconstruct(images)["latents"]  # [2, C, h, w]
+    torch.testing.assert_close(z.mean(1), torch.zeros_like(z[:, 0]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.var(1, unbiased=False), torch.ones_like(z[:, 0]), atol=1e-3, rtol=0)
+    raw = trainer.task.dcae.encode(images).latent
+    assert raw.var(1, unbiased=False).sub(1).abs().max() > 1e-2  # the raw encoder output is not normalised already
+    out = trainer.train()
+    assert json.loads((out / INFO_FILE).read_text()) == {"latent_norm": True} and dcae_latent_norm(out)
+    codec = load_dcae_latents(out, torch.rand(2, 3, 224, 224) * 2 - 1)
+    assert codec.latent_norm and (codec.shift, codec.scale) == (0.0, 1.0)
+    zc = codec.encode(torch.rand(1, 3, 56, 56) * 2 - 1)
+    torch.testing.assert_close(zc.var(1, unbiased=False), torch.ones_like(zc[:, 0]), atol=1e-3, rtol=0)
+    # without the option: no normalisation, and the export says so
+    plain = load_run_config("dcae_tiny", [f"data.source=[{image_folder}]", f"loop.output_dir={tmp_path / 'p'}",
+                                          "loop.max_steps=1"], task="dcae")
+    out_plain = Trainer(plain).train()
+    assert not dcae_latent_norm(out_plain) and not load_dcae_latents(out_plain, shift=0.0, scale=1.0).latent_norm
+    (out_plain / INFO_FILE).write_text('{"latent_norm": "yes"}')
+    with pytest.raises(ValueError, match="latent_norm must be true or false"):
+        dcae_latent_norm(out_plain)
+
+
 QWEN3_TINY = {  # a tiny Qwen3-VL (patch 14: 28 px per latent token)
     "model_type": "qwen3_vl", "tie_word_embeddings": True,
     "text_config": {"model_type": "qwen3_vl_text", "vocab_size": 320, "hidden_size": 32, "intermediate_size": 64,

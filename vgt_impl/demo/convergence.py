@@ -4,9 +4,10 @@
 
 (a) **VGT-AE**: the recipe's latent cache (VGT-AE stage 2, 224 px -> 8 x 8 x 32, LayerNormed per token).
 (b) **VAE baseline**: the recipe's small DC-AE on the same images resized to 256 px (-> the same 8 x 8 x 32 grid),
-    normalised as a VAE-based AR does: one global shift and scale (the latents' mean and standard deviation over the
-    first images of the training set) so they have zero mean and unit variance; no per-token LayerNorm, neither in
-    training nor when sampling (``ARConfig.latent_norm = False``); decoded by the DC-AE's own decoder.
+    decoded by the DC-AE's own decoder. A DC-AE trained on per-token LayerNormed latents (``model.latent_norm``, the
+    recipe's) is used as it was trained: LayerNormed per token, in training and when sampling (``ARConfig.latent_norm``),
+    like VGT-AE's. One trained without is normalised as a VAE-based AR does: one global shift and scale (the latents'
+    mean and standard deviation over the first images of the training set), no per-token LayerNorm.
 
 Both runs use the recipe's AR config (the same LLM initialisation from the world VLM, flow head, data order, seeds,
 steps and learning-rate schedule), export every ``eval_every`` steps, and each export is scored with shapes-GenEval
@@ -28,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..training.dcae import normalize_latent
+
 logger = logging.getLogger(__name__)
 
 
@@ -38,10 +41,11 @@ class DCAELatents(nn.Module):
     latent_channels = 32
 
     def __init__(self, dcae: nn.Module, shift: float = 0.0, scale: float = 1.0, *, size: int = 256, stride: int = 28,
-                 family: str = "qwen3_vl"):
+                 family: str = "qwen3_vl", latent_norm: bool = False):
         super().__init__()
         self.dcae = dcae.eval().requires_grad_(False)
         self.shift, self.scale, self.size, self.stride, self.family = float(shift), float(scale), size, stride, family
+        self.latent_norm = latent_norm  # the DC-AE was trained on per-position LayerNormed latents (vgt_dcae.json)
 
     @property
     def device(self) -> torch.device:
@@ -58,7 +62,8 @@ class DCAELatents(nn.Module):
         f = self.size / (h // self.stride * self.stride)
         x = F.interpolate(images.to(self.device, self.dtype), size=(round(h * f), round(w * f)), mode="bicubic",
                           align_corners=False, antialias=True)
-        return self.dcae.encode(x).latent.float()
+        z = self.dcae.encode(x).latent.float()
+        return normalize_latent(z) if self.latent_norm else z
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return (self.raw_latents(images) - self.shift) * self.scale
@@ -74,10 +79,16 @@ class DCAELatents(nn.Module):
 
 def load_dcae_latents(folder: str | Path, images: torch.Tensor | None = None, *, shift: float | None = None,
                       scale: float | None = None) -> DCAELatents:
-    """The DC-AE of ``folder``; shift / scale given, or measured on ``images`` [N, 3, 224, 224] (mean, 1 / std)."""
+    """The DC-AE of ``folder``; shift / scale given, or measured on ``images`` [N, 3, 224, 224] (mean, 1 / std). A DC-AE
+    trained on LayerNormed latents (``vgt_dcae.json``) encodes to them, already normalised: shift 0, scale 1."""
     from diffusers import AutoencoderDC
 
-    codec = DCAELatents(AutoencoderDC.from_pretrained(str(folder), torch_dtype=torch.float32))
+    from ..training.dcae import dcae_latent_norm
+
+    norm = dcae_latent_norm(folder)
+    codec = DCAELatents(AutoencoderDC.from_pretrained(str(folder), torch_dtype=torch.float32), latent_norm=norm)
+    if norm and (shift is None or scale is None):
+        shift, scale = 0.0, 1.0
     if shift is None or scale is None:
         if images is None:
             raise ValueError("give the DC-AE latents' shift and scale, or images to measure them on")
@@ -197,7 +208,7 @@ def _evaluate(folder: Path, cfg: ConvergenceConfig, codec: DCAELatents | None):
     pipe = VGTPipeline.from_pretrained(str(folder), dtype=torch.float32, device="cpu")
     if codec is not None:
         pipe.ae = codec  # the baseline decodes with the DC-AE (its export embeds no VGT-AE)
-        pipe.ar.config.latent_norm = False  # the VAE latents are not LayerNormed per token
+        pipe.ar.config.latent_norm = codec.latent_norm  # LayerNormed per token only when the DC-AE was trained so
     specs = limit_per_category(prompt_set(), cfg.eval_limit)
     report = evaluate(pipeline_generator(pipe, acc_ratio=cfg.acc_ratio), specs, images_per_prompt=cfg.images_per_prompt, batch_size=8)
     logger.info("%s: shapes-GenEval %.3f (%.0f s)", folder, report.overall, time.perf_counter() - t0)

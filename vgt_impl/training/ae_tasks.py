@@ -242,7 +242,10 @@ class DCAETask(DCAETrainer, _AETask):
         return images[..., :h, :w]
 
     def resume_fingerprint(self) -> dict[str, Any]:
-        return {"task": self.name, "crop_size": self.cfg.crop_size, "gan": self.cfg.loss.gan.enabled}
+        fingerprint = {"task": self.name, "crop_size": self.cfg.crop_size, "gan": self.cfg.loss.gan.enabled}
+        if self.cfg.latent_norm:  # only when on: states saved before the option existed still resume
+            fingerprint["latent_norm"] = True
+        return fingerprint
 
     def export(self, folder: Path, weights: Mapping[str, torch.Tensor]) -> Path:
         """A diffusers folder with ``weights`` (the loop's ``dcae.*``; stored in their dtype)."""
@@ -253,7 +256,7 @@ class DCAETask(DCAETrainer, _AETask):
         state.update({k[len("dcae."):]: v for k, v in weights.items() if k.startswith("dcae.")})
         dcae.load_state_dict(state)
         dtype = next((v.dtype for k, v in weights.items() if k.startswith("dcae.") and v.is_floating_point()), None)
-        return export_dcae(dcae, folder, dtype=dtype)
+        return export_dcae(dcae, folder, dtype=dtype, latent_norm=self.cfg.latent_norm)
 
 
 def _sync_gan_start(config, gan: GANConfig) -> None:

@@ -3,6 +3,12 @@
 Loss: pixel MSE (+ perceptual and PatchGAN terms when configured, as for VGT-AE). Being convolutional (with
 size-agnostic linear attention), it trains on random crops of the images, which makes small models fast on a CPU.
 The export is a diffusers folder (``save_pretrained``) whose decoder a new VGT-AE starts from.
+
+``latent_norm``: the latent is LayerNormed per position over its channels (no affine) before the decoder, as VGT-AE's
+stage-2 latent is. Without it nothing bounds the latent's scale: a small DC-AE trained with plain MSE drifts to latents
+of standard deviation in the hundreds to thousands, and a decoder calibrated for those decodes a VGT-AE's unit-scale
+latents badly (the VGT-AE then has to learn the scale back, slowly). The export records the choice in
+``vgt_dcae.json`` next to the diffusers files, so every reader encodes the same way (``dcae_latent_norm``).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .ae_common import AELossConfig, AETrainer, GANConfig
@@ -40,8 +47,28 @@ DCAE_SMALL: dict[str, Any] = {
 class DCAEConfig:
     model: Any = None  # AutoencoderDC config (dict / JSON file) or a diffusers folder (its weights are the start); None = DCAE_SMALL
     crop_size: int | None = 64  # random square crops while training (a multiple of the spatial compression); None = whole images
+    latent_norm: bool = False  # LayerNorm each latent position over its channels (no affine) before decoding
     loss: AELossConfig = field(default_factory=lambda: AELossConfig(distill_weight=0.0, perceptual_weight=0.0,
                                                                     gan=GANConfig(start_step=-1)))
+
+
+INFO_FILE = "vgt_dcae.json"  # next to a DC-AE export: how its latents are made
+
+
+def normalize_latent(z: torch.Tensor) -> torch.Tensor:
+    """[B, C, h, w] -> the same, LayerNormed over C at each position (no affine): what ``latent_norm`` decodes."""
+    return F.layer_norm(z.movedim(1, -1), (z.shape[1],), eps=1e-6).movedim(-1, 1)
+
+
+def dcae_latent_norm(folder: str | Path) -> bool:
+    """Whether the DC-AE export in ``folder`` was trained on LayerNormed latents (``vgt_dcae.json``; absent: no)."""
+    info = Path(folder) / INFO_FILE
+    if not info.is_file():
+        return False
+    value = json.loads(info.read_text()).get("latent_norm", False)
+    if not isinstance(value, bool):
+        raise ValueError(f"{info}: latent_norm must be true or false, got {value!r}")
+    return value
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -106,12 +133,16 @@ class DCAETrainer(AETrainer):
             raise ValueError(f"DC-AE input {h}x{w} is not a multiple of its compression {self.compression}")
         dtype = next(self.dcae.parameters()).dtype
         z = self.dcae.encode(images.to(dtype)).latent  # [B, C, H/f, W/f]
+        if self.cfg.latent_norm:
+            z = normalize_latent(z)
         return {"latents": z, "recon": self.dcae.decode(z).sample.float()}  # [B, 3, H, W]
 
 
 
-def export_dcae(dcae: nn.Module, folder: str | Path, *, dtype: torch.dtype | None = None) -> Path:
-    """A diffusers folder (config.json + diffusion_pytorch_model.safetensors) that VGT-AE training starts from."""
+def export_dcae(dcae: nn.Module, folder: str | Path, *, dtype: torch.dtype | None = None,
+                latent_norm: bool = False) -> Path:
+    """A diffusers folder (config.json + diffusion_pytorch_model.safetensors + vgt_dcae.json) that VGT-AE training
+    starts from."""
     import copy
 
     from ..checkpoints import usual_permissions
@@ -119,5 +150,6 @@ def export_dcae(dcae: nn.Module, folder: str | Path, *, dtype: torch.dtype | Non
     folder = Path(folder)
     model = dcae if dtype is None else _cast(copy.deepcopy(dcae), dtype)
     model.save_pretrained(str(folder), safe_serialization=True)
+    (folder / INFO_FILE).write_text(json.dumps({"latent_norm": bool(latent_norm)}) + "\n")
     usual_permissions(folder)
     return folder
