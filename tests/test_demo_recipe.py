@@ -28,8 +28,8 @@ def test_every_stage_runs_and_records_its_time(smoke_run):
     umask = os.umask(0)
     os.umask(umask)
     modes = {str(f.relative_to(out)): oct(f.stat().st_mode & 0o777) for f in out.rglob("*.safetensors")}
-    assert any("teacher" in f for f in modes) and any("state" in f and "ema" in f for f in modes)
-    assert set(modes.values()) == {oct(0o666 & ~umask)}, modes  # weights, EMA, teacher, cache: not safetensors' 0600
+    assert any("state" in f and "ema" in f for f in modes) and any("cache" in f for f in modes)
+    assert set(modes.values()) == {oct(0o666 & ~umask)}, modes  # weights, EMA, cache: not safetensors' 0600
     info = json.loads((out / "vgt-demo" / "vgt_demo.json").read_text())
     assert info["name"] == "vgt-demo" and info["size"] == 224 and info["storage"] == "bf16"
 
