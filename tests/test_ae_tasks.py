@@ -147,7 +147,6 @@ def test_dcae_task_learns_and_exports_a_diffusers_folder(image_folder, tmp_path)
     assert load_decoder_config(out)["decoder_block_out_channels"] == [8, 16, 32]  # what a new VGT-AE reads
 
 
-
 def test_dcae_latent_norm_trains_on_layernormed_latents_and_every_reader_follows(image_folder, tmp_path):
     """model.latent_norm: the decoder sees per-position LayerNormed latents; the export says so (vgt_dcae.json) and
     the DC-AE codec of the ceiling / VAE baseline encodes the same way, already normalised (no global shift / scale)."""
