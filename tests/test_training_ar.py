@@ -77,8 +77,17 @@ def test_default_draws_are_reproducible_and_scoped(reference_dir):
     try:
         assert torch.equal(task.draw_permutation(16, info),
                            task.draw_permutation(16, BatchInfo(step=3, micro=0, slots=[10, 11], seed=5)))
+        task.cfg.permutation = "raster"  # a plain raster-order AR: the same order at every step
+        assert torch.equal(task.draw_permutation(16, info), torch.arange(16))
     finally:
         task.cfg.permutation = "process"
+
+
+def test_unknown_permutation_is_refused(reference_dir):
+    raw = {"model": dict(model_section(reference_dir, "internvl3"), checkpoint_weights="ema", permutation="zigzag"),
+           "data": {"latent_cache": "unused"}}
+    with pytest.raises(ValueError, match="permutation='zigzag'.*process, global or raster"):
+        ARTask.build(build_run_config(raw))
 
 
 def test_trainable_parts(reference_dir):

@@ -67,7 +67,8 @@ class ARTaskConfig:
     time_shift: float | None = None  # training time shift s (the InternVL3 reference: 1.4; Qwen2.5-VL: none)
     flow_batch_mul: int = 1  # k (t, noise) draws per token per step for the flow head (1 = reference)
     permutation: str = "process"  # "process": one token order per process micro-batch (the reference under DDP);
-    #   "global": the same order on every process (N processes == 1 process with the global batch)
+    #   "global": the same order on every process (N processes == 1 process with the global batch);
+    #   "raster": always raster order (not VGT: a plain AR that must be sampled with order="raster")
     cfg_dropout: float = 0.1  # fraction of prompts replaced by the unconditional "Generate an image."
     max_text_tokens: int = 256  # prompt tokens kept
     text_truncation: str = "reference"  # "reference": cut the templated prompt's tail | "caption": cut the caption only
@@ -107,8 +108,8 @@ class ARTask(TrainTask):
             self.repa_model, self.repa_projector = build_repa(config.repa, self.ar.flow_head)
         if config.flow_batch_mul < 1:
             raise ValueError(f"model.flow_batch_mul={config.flow_batch_mul} must be >= 1")
-        if config.permutation not in ("process", "global"):
-            raise ValueError(f"model.permutation={config.permutation!r}: expected process or global")
+        if config.permutation not in ("process", "global", "raster"):
+            raise ValueError(f"model.permutation={config.permutation!r}: expected process, global or raster")
         self._set_trainable()
         self._no_split_modules = [type(self.ar.llm.layers[0]).__name__]
         for p in self.parameters():  # FSDP2 shards contiguous tensors only (loaded conv weights may be channels-last)
@@ -214,6 +215,8 @@ class ARTask(TrainTask):
             return self.ae.encode(batch["pixels"]).clone()  # clone: a normal tensor, not an inference one
 
     def draw_permutation(self, n: int, info: BatchInfo) -> torch.Tensor:
+        if self.cfg.permutation == "raster":
+            return torch.arange(n)
         scope = (info.step, info.micro) if self.cfg.permutation == "global" else (info.slots[0],)
         gen = torch.Generator().manual_seed(stream_seed(info.seed, "permutation", *scope))
         return torch.randperm(n, generator=gen)
