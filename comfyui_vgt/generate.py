@@ -74,7 +74,8 @@ def run(handle, positive, negative, *, width: int, height: int, batch_size: int,
     gen = torch.Generator().manual_seed(int(seed))
     out = handle.pipe.generate(
         [text], negative_prompts=neg, height=height, width=width, num_images_per_prompt=batch_size,
-        cfg_scale=cfg, cfg_schedule=cfg_schedule, acc_ratio=acc, order=order, mode=mode, generator=gen,
+        cfg_scale=cfg, cfg_schedule=cfg_schedule, acc_ratio=acc, order=None if order == "auto" else order, mode=mode,
+        generator=gen,
         context=context, callback=make_callback(None, preview_decoder=decoder), decode=False, **sampling,
     )
     return make_latent(out.latents.to(mm.intermediate_device()), handle.family, stride=handle.latent_stride)

@@ -6,7 +6,7 @@ from ..comfyui_vgt import types as T
 
 CATEGORY = "VGT"
 MAX_SIZE = 1792  # 64 x 64 query grid x 28 px
-ORDERS = ["random", "raster", "center_out", "checkerboard"]
+ORDERS = ["auto", "random", "raster", "center_out", "checkerboard"]  # auto: the order the model was trained on
 
 
 def sampling_inputs() -> dict:
@@ -22,8 +22,8 @@ def sampling_inputs() -> dict:
                           "tooltip": "Flow-matching steps per token group (the reference samples with 30-100)."}),
         "parallel_tokens": ("INT", {"default": 4, "min": 1, "max": 4096,
                                     "tooltip": "acc_ratio: tokens decoded in parallel per LLM step. 1 = one token at a time (best quality); 16 is about 10x faster."}),
-        "order": (ORDERS, {"default": "random",
-                           "tooltip": "Order in which latent tokens are generated; the model was trained on random orders."}),
+        "order": (ORDERS, {"default": "auto",
+                           "tooltip": "Order in which latent tokens are generated. auto: the order the model was trained on (random for the VGT releases, which work in any order)."}),
     }
 
 

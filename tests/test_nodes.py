@@ -130,6 +130,15 @@ def test_same_seed_same_latent_and_batch(comfy_env):
     assert img.shape == (2, 112, 112, 3)
 
 
+def test_auto_order_is_the_models_trained_order(comfy_env):
+    """order=auto (the widget's default) samples in the order the model records: random for a VGT release."""
+    model, ae, pos = _model(comfy_env)
+    assert model.pipe.default_order == "random"
+    auto = _sample(model, pos, seed=5, order="auto", preview=False)["samples"]
+    assert torch.equal(auto, _sample(model, pos, seed=5, order="random", preview=False)["samples"])
+    assert not torch.equal(auto, _sample(model, pos, seed=5, order="raster", preview=False)["samples"])
+
+
 def test_sampler_speed_options_reach_the_pipeline(comfy_env):
     """group_schedule / sampler / time grid / preset widgets: a preset equals its widgets set by hand."""
     from vgt_impl.presets import PRESETS

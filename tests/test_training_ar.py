@@ -283,6 +283,7 @@ def test_new_model_from_base_weights(reference_dir, tmp_path, family):
     folder = trainer.train()
     pipe = VGTPipeline.from_pretrained(folder, dtype=torch.float32)
     assert len(pipe.ar.llm.layers) == len(ar.llm.layers) and pipe.ae is not None
+    assert pipe.default_order == "random"  # VGT's random orders: nothing recorded, the release default
     out = pipe.generate(["a cat"], height=56, width=56, num_flow_steps=2, acc_ratio=4, cfg_scale=1.0,
                         generator=torch.Generator().manual_seed(0))
     assert out.images.shape == (1, 3, 56, 56)
@@ -325,7 +326,8 @@ def test_repa_is_optional_and_adds_its_term(reference_dir, tmp_path):
 
 def test_qwen3_vl_new_model_trains(tmp_path, qwen3_tiny):
     """A third family through the same task: a new VGT-AR from a tiny Qwen3-VL base with weights (its own image-start
-    token, latent stride from the vision config) trains, and its export loads and generates."""
+    token, latent stride from the vision config) trains, and its export loads and generates. This run is a plain
+    raster-order AR: its export records the order, and sampling uses it unless told otherwise."""
     from vgt_impl import VGTPipeline
 
     images = make_images(tmp_path / "images", 4)
@@ -335,7 +337,8 @@ def test_qwen3_vl_new_model_trains(tmp_path, qwen3_tiny):
                     "ema": {"start_step": 0, "momentum": 0.5}},
            "optim": {"main": {"lr": 1e-3, "warmup_steps": 0}},
            "model": {"init": "base", "base_model": str(qwen3_tiny["base"]), "ae_checkpoint": str(qwen3_tiny["ae"]),
-                     "head_dim": 32, "head_layers": 2, "query_grid": [4, 4], "sample_prompts": []}}
+                     "head_dim": 32, "head_layers": 2, "query_grid": [4, 4], "sample_prompts": [],
+                     "permutation": "raster"}}
     trainer = Trainer(run_config(raw))
     task = trainer.task
     tok = task.tokenizer
@@ -348,6 +351,21 @@ def test_qwen3_vl_new_model_trains(tmp_path, qwen3_tiny):
     out = pipe.generate(["a red circle"], height=56, width=56, num_flow_steps=2, acc_ratio=4, cfg_scale=2.0,
                         generator=torch.Generator().manual_seed(0))
     assert out.images.shape == (1, 3, 56, 56) and pipe.ar.family == "qwen3_vl"
+    kw = dict(height=56, width=56, num_flow_steps=2, acc_ratio=1, cfg_scale=2.0, decode=False)
+    ras = pipe.generate(["a red circle"], generator=torch.Generator().manual_seed(0), **kw)
+    rnd = pipe.generate(["a red circle"], order="random", generator=torch.Generator().manual_seed(0), **kw)
+    assert pipe.default_order == "raster" and ras.groups == [[0], [1], [2], [3]]
+    assert rnd.groups != ras.groups  # an explicit order still wins
+    from safetensors.torch import save_file
+
+    from vgt_impl.checkpoints import converted_config
+
+    config = converted_config(folder / "model.safetensors")
+    config["sampling"] = {"order": "zigzag"}
+    save_file(load_file(folder / "model.safetensors"), folder / "model.safetensors",
+              {"format": "pt", "vgt_config": json.dumps(config)})
+    with pytest.raises(ValueError, match="sampling.order is 'zigzag'"):
+        VGTPipeline.from_pretrained(folder, dtype=torch.float32)
 
 
 def test_gradient_checkpointing_keeps_gradients(reference_dir):

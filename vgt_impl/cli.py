@@ -613,7 +613,8 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
                    help="linear: guidance decays towards 1 over the token groups (the reference)")
     p.add_argument("--acc-ratio", type=int, default=DEFAULT_ACC_RATIO,
                    help="tokens decoded in parallel per step (1 = best quality; the ComfyUI sampler's default too)")
-    p.add_argument("--order", default="random", choices=list(ORDERS), help="token decoding order")
+    p.add_argument("--order", default=None, choices=list(ORDERS),
+                   help="token decoding order (default: the order the model was trained on; random for VGT)")
     p.add_argument("--mode", default="reference", choices=["reference", "corrected"],
                    help="reference: the official code's behaviour; corrected: padding masked in every step")
     _speed_args(p)

@@ -188,6 +188,18 @@ def ae_base_of(folder: Path | None) -> Path | None:
     return sub if (sub / "config.json").is_file() else folder
 
 
+def stored_order(path: str | Path) -> str:
+    """The token order a converted checkpoint was trained on ("random" for VGT; "raster" for a raster-order AR)."""
+    from .checkpoints import converted_config
+    from .orders import ORDERS
+
+    cfg = converted_config(path) if Path(path).suffix == ".safetensors" else None
+    order = ((cfg or {}).get("sampling") or {}).get("order", "random")
+    if order not in ORDERS:
+        raise ValueError(f"{path}: its config's sampling.order is {order!r}, expected one of {list(ORDERS)}")
+    return order
+
+
 def stored_decoder_config(path: str | Path) -> dict[str, Any] | None:
     """The DC-AE decoder config a converted checkpoint carries in its JSON config, if any."""
     from .checkpoints import converted_config

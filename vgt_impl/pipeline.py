@@ -108,12 +108,16 @@ def default_dtype(device: torch.device) -> torch.dtype:
 class VGTPipeline:
     """VGT-AR text-to-image with QueryAR parallel decoding, plus VGT-AE decoding of the result."""
 
-    def __init__(self, ar, tokenizer, ae=None):
+    def __init__(self, ar, tokenizer, ae=None, default_order: str = "random"):
         from .backbones import get_family
+        from .orders import ORDERS
 
+        if default_order not in ORDERS:
+            raise ValueError(f"default_order {default_order!r}: expected one of {list(ORDERS)}")
         self.ar = ar  # VGTARModel
         self.tokenizer = tokenizer
         self.ae = ae  # VGTAutoencoder or None
+        self.default_order = default_order  # generate(order=None): the order the model was trained on
         self.adapter = get_family(ar.family)
         self._start_ids = self.adapter.image_start_ids(tokenizer)
         if ae is not None:
@@ -178,6 +182,7 @@ class VGTPipeline:
             load_embedded_ae,
             resolve_model_path,
             stored_decoder_config,
+            stored_order,
         )
 
         device = check_device(device if device is not None else "cpu")
@@ -191,6 +196,7 @@ class VGTPipeline:
                 detect_family_from_dir(base)
         embedded_base = ae_base_model or (ae_base_of(folder) if folder == base_model else None) or base_model
         embedded_decoder = decoder_config if decoder_config is not None else stored_decoder_config(weights)
+        default_order = stored_order(weights)
         found: dict[str, Any] = {}
 
         def before_build(family: str, info: Any, ae_sd: dict) -> None:
@@ -213,7 +219,7 @@ class VGTPipeline:
         elif ae is None and extras.get("ae_state_dict"):
             ae = load_embedded_ae(extras["ae_state_dict"], family=ar.family, base_model=embedded_base,
                                   decoder_config=embedded_decoder, dtype=dtype, device=device)
-        return cls(ar, found["tokenizer"], ae)
+        return cls(ar, found["tokenizer"], ae, default_order=default_order)
 
     def to(self, device=None, dtype=None) -> VGTPipeline:
         device = check_device(device) if device is not None else None
@@ -258,7 +264,7 @@ class VGTPipeline:
         cfg_schedule: str = "linear",
         num_flow_steps: int = 30,
         acc_ratio: int = 1,
-        order: str | Sequence[Sequence[int]] = "random",
+        order: str | Sequence[Sequence[int]] | None = None,
         order_seed: int | None = None,
         sampler: str = "sde",
         mode: str = "reference",
@@ -279,13 +285,16 @@ class VGTPipeline:
         """Generate images; see the module docstring and README for every option.
 
         ``context=(latents [B,32,h,w], generate_mask [B,h,w] or [h,w] bool)`` regenerates only the True tokens, with
-        the others as known context (editing). ``order_seed`` (default: the generator's seed) fixes a random order.
+        the others as known context (editing). ``order``: a name of ``orders.ORDERS`` or explicit token groups; None
+        is the order the model was trained on (``default_order``: "random" for VGT, recorded in its config).
+        ``order_seed`` (default: the generator's seed) fixes a random order.
         Speed options: ``sampler`` (an integrator of ``integrators.SAMPLERS``), ``time_grid`` / ``time_shift``, and
         ``group_schedule`` (``"equal"``, ``"cosine"``, ``"ramp"``: token group sizes for the same number of LLM calls)
         change the sampling; ``static_cache`` / ``compile`` (True: the device's default mode, CUDA graphs on CUDA;
         or a ``torch.compile`` mode name) change only how it runs.
         """
         h, w = self.check_size(height, width)
+        order = self.default_order if order is None else order
         o = check_generate_options(
             cfg_scale=cfg_scale, cfg_schedule=cfg_schedule, num_flow_steps=num_flow_steps, acc_ratio=acc_ratio,
             sampler=sampler, mode=mode, num_images_per_prompt=num_images_per_prompt, last_step_size=last_step_size,

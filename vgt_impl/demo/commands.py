@@ -146,7 +146,7 @@ def _generator(args, specs):
                              acc_ratio=args.acc_ratio, order=args.order, mode=args.mode, **sampling)
     speed = "".join(f", {k} {v}" for k, v in sampling.items() if k not in ("num_flow_steps", "sampler"))
     return gen, f"model {args.ar} (cfg {args.cfg} {args.cfg_schedule}, {sampling['sampler']} {sampling['num_flow_steps']} " \
-                f"steps, acc_ratio {args.acc_ratio}, order {args.order}{speed}, {args.size} px)"
+                f"steps, acc_ratio {args.acc_ratio}, order {args.order or pipe.default_order}{speed}, {args.size} px)"
 
 
 # ---------------------------------------------------------------------------------------------------------- train

@@ -286,7 +286,7 @@ def noise_generator(prompts: list[str], seeds: list[int], size: int = 224) -> to
 
 
 def pipeline_generator(pipe, *, size: int = 224, cfg_scale: float = 4.5, cfg_schedule: str = "linear",
-                       num_flow_steps: int = 30, acc_ratio: int = 1, order: str = "random", sampler: str = "sde",
+                       num_flow_steps: int = 30, acc_ratio: int = 1, order: str | None = None, sampler: str = "sde",
                        mode: str = "reference", **options: Any) -> Generator:
     """A VGTPipeline as a generator. A batch is seeded with its first seed (results depend on the batch size).
     ``options``: more ``generate`` options (time_grid, time_shift, group_schedule, static_cache, compile)."""

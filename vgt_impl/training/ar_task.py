@@ -214,6 +214,11 @@ class ARTask(TrainTask):
         with torch.no_grad():
             return self.ae.encode(batch["pixels"]).clone()  # clone: a normal tensor, not an inference one
 
+    @property
+    def trained_order(self) -> str:
+        """The token order the model learns (recorded in exports: what sampling uses by default)."""
+        return "raster" if self.cfg.permutation == "raster" else "random"
+
     def draw_permutation(self, n: int, info: BatchInfo) -> torch.Tensor:
         if self.cfg.permutation == "raster":
             return torch.arange(n)
@@ -276,7 +281,7 @@ class ARTask(TrainTask):
     def pipeline(self):
         from ..pipeline import VGTPipeline
 
-        return VGTPipeline(self.ar, self.tokenizer, self.ae)
+        return VGTPipeline(self.ar, self.tokenizer, self.ae, default_order=self.trained_order)
 
     def sample(self, step: int) -> torch.Tensor | None:
         if self.ae is None or not self.cfg.sample_prompts:

@@ -73,6 +73,8 @@ def export_ar_folder(task, folder: Path, weights: Mapping[str, torch.Tensor]) ->
         "format": "comfyui-vgt/1", "kind": "converted_ar", "family": task.ar.family, "variant": variant.to_dict(),
         "latent_stride": task.ar.latent_stride, "source": "vgt train ar", "training": dict(task.sources.get("training", {})),
     }
+    if task.trained_order != "random":  # sampling defaults (VGTPipeline.default_order); absent = VGT's random orders
+        config["sampling"] = {"order": task.trained_order}
     if task.ae is not None:
         config["ae"] = {"family": task.ae.family, "latent_stride": task.ae.stride,
                         "decoder_config": task.ae.config.decoder_config}
