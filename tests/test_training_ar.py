@@ -355,6 +355,9 @@ def test_qwen3_vl_new_model_trains(tmp_path, qwen3_tiny):
     ras = pipe.generate(["a red circle"], generator=torch.Generator().manual_seed(0), **kw)
     rnd = pipe.generate(["a red circle"], order="random", generator=torch.Generator().manual_seed(0), **kw)
     assert pipe.default_order == "raster" and ras.groups == [[0], [1], [2], [3]]
+    from vgt_impl.cli import default_acc_ratio
+
+    assert default_acc_ratio(str(folder)) == 1  # `vgt generate` samples it one token per step
     assert rnd.groups != ras.groups  # an explicit order still wins
     from safetensors.torch import save_file
 

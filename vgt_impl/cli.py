@@ -350,6 +350,15 @@ def default_size(ar: str) -> int:
     return int(json.loads(info.read_text()).get("size", 448)) if info.is_file() else 448
 
 
+def default_acc_ratio(ar: str) -> int:
+    """The acc_ratio a model recommends (its config's sampling.acc_ratio: 1 for the raster-order vgt-demo), else
+    DEFAULT_ACC_RATIO."""
+    from .loading import resolve_model_path, stored_sampling
+
+    weights, _ = resolve_model_path(ar)
+    return stored_sampling(weights)["acc_ratio"] or DEFAULT_ACC_RATIO
+
+
 def cmd_generate(args) -> int:
     from .backbones import latent_stride_of
     from .pipeline import load_tokenizer, tokenize_prompts
@@ -360,6 +369,8 @@ def cmd_generate(args) -> int:
     if args.size is None:
         args.size = default_size(args.ar)
     _resolve_base(args)
+    if args.acc_ratio is None:
+        args.acc_ratio = default_acc_ratio(args.ar)
     s = latent_stride_of(args.base_model)  # config.json only
     (height, width), names = _check_generate(args, s)
     device = _check_runtime(args)
@@ -611,8 +622,9 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cfg", type=float, default=4.5, help="classifier-free guidance scale (1 = off)")
     p.add_argument("--cfg-schedule", default="linear", choices=["linear", "constant"],
                    help="linear: guidance decays towards 1 over the token groups (the reference)")
-    p.add_argument("--acc-ratio", type=int, default=DEFAULT_ACC_RATIO,
-                   help="tokens decoded in parallel per step (1 = best quality; the ComfyUI sampler's default too)")
+    p.add_argument("--acc-ratio", type=int, default=None,
+                   help=f"tokens decoded in parallel per step (1 = best quality); default: what the model recommends, "
+                        f"else {DEFAULT_ACC_RATIO} (the ComfyUI sampler's default too)")
     p.add_argument("--order", default=None, choices=list(ORDERS),
                    help="token decoding order (default: the order the model was trained on; random for VGT)")
     p.add_argument("--mode", default="reference", choices=["reference", "corrected"],

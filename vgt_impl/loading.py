@@ -188,16 +188,25 @@ def ae_base_of(folder: Path | None) -> Path | None:
     return sub if (sub / "config.json").is_file() else folder
 
 
-def stored_order(path: str | Path) -> str:
-    """The token order a converted checkpoint was trained on ("random" for VGT; "raster" for a raster-order AR)."""
+def stored_sampling(path: str | Path) -> dict[str, Any]:
+    """The sampling defaults a converted checkpoint records (its config's ``sampling``): ``order``, the token order
+    it was trained on ("random" for VGT, the default; "raster"), and ``acc_ratio`` when it recommends one."""
     from .checkpoints import converted_config
     from .orders import ORDERS
 
     cfg = converted_config(path) if Path(path).suffix == ".safetensors" else None
-    order = ((cfg or {}).get("sampling") or {}).get("order", "random")
+    raw = (cfg or {}).get("sampling") or {}
+    order, acc = raw.get("order", "random"), raw.get("acc_ratio")
     if order not in ORDERS:
         raise ValueError(f"{path}: its config's sampling.order is {order!r}, expected one of {list(ORDERS)}")
-    return order
+    if acc is not None and (isinstance(acc, bool) or not isinstance(acc, int) or acc < 1):
+        raise ValueError(f"{path}: its config's sampling.acc_ratio is {acc!r}, expected an integer >= 1")
+    return {"order": order, "acc_ratio": acc}
+
+
+def stored_order(path: str | Path) -> str:
+    """The token order a converted checkpoint was trained on ("random" for VGT; "raster" for a raster-order AR)."""
+    return stored_sampling(path)["order"]
 
 
 def stored_decoder_config(path: str | Path) -> dict[str, Any] | None:

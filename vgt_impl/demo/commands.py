@@ -137,6 +137,10 @@ def _generator(args, specs):
 
     use_builtin_model(args)  # no --ar: the built-in vgt-demo model
     sampling = sampling_options(args)  # the preset (reference by default) and its overrides
+    if args.acc_ratio is None:
+        from ..cli import default_acc_ratio
+
+        args.acc_ratio = default_acc_ratio(args.ar)
     pipe = _load_pipeline(args)
     if args.generator == "autoencoder":
         if getattr(pipe, "ae", None) is None:
