@@ -54,7 +54,7 @@ def release_for(choice: str):
     for r in hub.BUILTIN_RELEASES:
         if r.name == choice:  # listed, but its folder is not in this install
             raise FileNotFoundError(f"model: the built-in {choice} model is not in this install ({r.ar.builtin} is "
-                                    f"missing; this version of the pack ships without it): pick a released model, or build it with "
+                                    f"missing from this install): pick a released model, or build it with "
                                     f"`vgt demo train --out DIR` and copy DIR/{choice} there")
     path = folders.checkpoint_path(choice)  # clear errors for unknown names and path escapes
     return hub.release_for_checkpoint(choice, _family_of(path))

@@ -67,8 +67,9 @@ WIDTHS = {"VGTUnifiedLoader": 400, "VGTModelLoader": 440, "VGTAELoader": 420, "V
           "VGTInpaint": 360, "VGTVariation": 360, "VGTExampleImage": 320, "SaveImage": 360}
 AE = {"vgt_ae": "vgt_ae/vgt_ae_qwen25vl.pth", "base_model": "Qwen2.5-VL-3B-Instruct",
       "decoder_config": "(built-in DC-AE f32c32)", "dtype": "auto"}
-# The defaults of the sampler and of `vgt generate` (parallel_tokens = acc_ratio 4: 16 LLM steps for the 64 tokens).
-SAMPLING = {"seed": 42, "cfg": 4.5, "cfg_schedule": "linear", "steps": 30, "parallel_tokens": 4, "order": "random"}
+# What vgt-demo records as its sampling (`vgt generate` uses it): its own order (auto = raster) one token per step,
+# 64 LLM steps for the 64 tokens; a raster-order AR was never trained on parallel neighbours.
+SAMPLING = {"seed": 42, "cfg": 4.5, "cfg_schedule": "linear", "steps": 30, "parallel_tokens": 1, "order": "auto"}
 SIZE = {"width": DEMO_SIZE, "height": DEMO_SIZE}
 
 

@@ -28,7 +28,7 @@ def demo_available() -> bool:
 def demo_dir() -> Path:
     """The built-in model folder; a clear error when it is missing."""
     if not demo_available():
-        raise FileNotFoundError(f"the built-in {DEMO_NAME} model is not in {DEMO_DIR} (this version ships without it): "
+        raise FileNotFoundError(f"the built-in {DEMO_NAME} model is not in {DEMO_DIR} (missing from this install): "
                                 f"build it with `vgt demo train --out DIR` and pass --ar DIR/{DEMO_NAME}, or pass --ar "
                                 f"with another model")
     return DEMO_DIR
