@@ -204,10 +204,6 @@ def stored_sampling(path: str | Path) -> dict[str, Any]:
     return {"order": order, "acc_ratio": acc}
 
 
-def stored_order(path: str | Path) -> str:
-    """The token order a converted checkpoint was trained on ("random" for VGT; "raster" for a raster-order AR)."""
-    return stored_sampling(path)["order"]
-
 
 def stored_decoder_config(path: str | Path) -> dict[str, Any] | None:
     """The DC-AE decoder config a converted checkpoint carries in its JSON config, if any."""

@@ -182,7 +182,7 @@ class VGTPipeline:
             load_embedded_ae,
             resolve_model_path,
             stored_decoder_config,
-            stored_order,
+            stored_sampling,
         )
 
         device = check_device(device if device is not None else "cpu")
@@ -196,7 +196,7 @@ class VGTPipeline:
                 detect_family_from_dir(base)
         embedded_base = ae_base_model or (ae_base_of(folder) if folder == base_model else None) or base_model
         embedded_decoder = decoder_config if decoder_config is not None else stored_decoder_config(weights)
-        default_order = stored_order(weights)
+        default_order = stored_sampling(weights)["order"]
         found: dict[str, Any] = {}
 
         def before_build(family: str, info: Any, ae_sd: dict) -> None:
