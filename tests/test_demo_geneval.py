@@ -28,7 +28,7 @@ from vgt_impl.demo import (
     score,
 )
 from vgt_impl.demo.components import label_components
-from vgt_impl.demo.geneval import PromptSpec
+from vgt_impl.demo.geneval import PromptSpec, paired_difference
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +184,49 @@ def test_eval_command_writes_table_json_and_grid(tmp_path, capsys):
     assert "--size=200 is not a multiple of 28: use 196 or 224" in capsys.readouterr().err
     assert main(["eval", "--generator", "noise", "--limit", "0", "--out", str(out)]) == 2
     assert "--limit 0 must be at least 1" in capsys.readouterr().err
+
+
+def test_paired_difference_pairs_samples_by_prompt_and_seed():
+    def rows(correct):  # two categories: 4 samples of single_object, 2 of colors
+        tags = ["single_object"] * 4 + ["colors"] * 2
+        return [{"index": i // 2, "seed": i, "tag": t, "correct": c} for i, (t, c) in enumerate(zip(tags, correct))]
+
+    a, b = rows([1, 1, 0, 1, 1, 0]), rows([0, 1, 0, 0, 1, 1])
+    d = paired_difference(a, b)
+    single = np.array([1, 0, 0, 1.0])  # per-sample differences
+    assert d["per_category"]["single_object"]["delta"] == pytest.approx(0.5)
+    assert d["per_category"]["single_object"]["se"] == pytest.approx(single.std(ddof=1) / 2)
+    assert d["per_category"]["colors"]["delta"] == pytest.approx(-0.5)
+    assert d["delta"] == pytest.approx(0.0) and d["n"] == 6  # the mean of the categories, as GenEval's overall
+    se = np.sqrt(d["per_category"]["single_object"]["se"] ** 2 + d["per_category"]["colors"]["se"] ** 2) / 2
+    assert d["se"] == pytest.approx(se)
+    assert paired_difference(a, list(reversed(a)))["delta"] == 0.0  # matched by key, not by position
+    with pytest.raises(ValueError, match="different samples"):
+        paired_difference(a, b[:5])
+    with pytest.raises(ValueError, match="share a prompt index and seed"):
+        paired_difference(a + a[:1], b)
+
+
+def test_eval_compare_to_prints_the_paired_difference(tmp_path, capsys):
+    common = ["--limit", "2", "--images-per-prompt", "1"]
+    assert main(["eval", "--generator", "noise", *common, "--out", str(tmp_path / "noise")]) == 0
+    capsys.readouterr()
+    out = tmp_path / "oracle"
+    assert main(["eval", "--generator", "oracle", *common, "--out", str(out),
+                 "--compare-to", str(tmp_path / "noise")]) == 0
+    text = capsys.readouterr().out
+    assert "+1.000" in text and "paired over 12 samples" in text
+    cmp = json.loads((out / "results.json").read_text())["compared_to"]
+    assert cmp["delta"] == 1.0 and cmp["se"] == 0.0 and cmp["overall"] == 0.0
+    # refused before anything is generated: another prompt set, a missing file, not a results file
+    assert main(["eval", "--generator", "oracle", "--limit", "3", "--images-per-prompt", "1", "--out", str(out),
+                 "--compare-to", str(tmp_path / "noise" / "results.json")]) == 2
+    assert "other --limit (2 there, 3 here)" in capsys.readouterr().err
+    assert main(["eval", "--generator", "oracle", *common, "--compare-to", str(tmp_path / "none")]) == 2
+    assert "no such results.json" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("{}")
+    assert main(["eval", "--generator", "oracle", *common, "--compare-to", str(tmp_path / "bad.json")]) == 2
+    assert "not a vgt eval results.json" in capsys.readouterr().err
 
 
 def test_check_detector_command_prints_the_table(capsys):

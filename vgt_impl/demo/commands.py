@@ -88,6 +88,7 @@ def cmd_eval(args) -> int:
     from .grid import make_grid
 
     specs = limit_per_category(prompt_set(args.per_category), args.limit)
+    baseline = _read_baseline(args)  # before any model loads: a missing or mismatched file is an error now
     generator, label = _generator(args, specs)
     print(f"shapes-GenEval: {len(specs)} prompts x {args.images_per_prompt} images; {label}")
     bar = tqdm(total=len(specs) * args.images_per_prompt, desc="eval", unit="img")
@@ -103,10 +104,51 @@ def cmd_eval(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {"model": label, "settings": _settings(args), "seconds": round(seconds, 2), **report.to_dict()}
+    if baseline is not None:
+        result["compared_to"] = _print_comparison(result, baseline, args.compare_to)
     (out / "results.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     make_grid(report.samples).save(out / "grid.png")
     print(f"wrote {out / 'results.json'} and {out / 'grid.png'}")
     return 0
+
+
+def _read_baseline(args) -> dict | None:
+    """The ``--compare-to`` results.json, checked to be an evaluation of the same prompts, images and seeds."""
+    if not getattr(args, "compare_to", None):
+        return None
+    path = Path(args.compare_to)
+    if path.is_dir():
+        path = path / "results.json"
+    if not path.is_file():
+        raise ValueError(f"--compare-to {args.compare_to}: no such results.json (write one with vgt eval --out DIR)")
+    try:
+        baseline = json.loads(path.read_text(encoding="utf-8"))
+        theirs = baseline["settings"]
+        rows = baseline["samples"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"--compare-to {path}: not a vgt eval results.json ({e})") from e
+    mine = _settings(args)
+    differ = [k for k in ("per_category", "limit", "images_per_prompt", "seed", "size") if theirs.get(k) != mine[k]]
+    if differ:
+        raise ValueError(f"--compare-to {path} was evaluated with other " + ", ".join(
+            f"--{k.replace('_', '-')} ({theirs.get(k)} there, {mine[k]} here)" for k in differ)
+            + ": a paired comparison needs the same prompts, images and seeds")
+    if not isinstance(rows, list) or not rows:
+        raise ValueError(f"--compare-to {path}: it holds no samples")
+    return baseline
+
+
+def _print_comparison(result: dict, baseline: dict, path) -> dict:
+    from .geneval import paired_difference
+
+    diff = paired_difference(result["samples"], baseline["samples"])
+    print(f"\nagainst {path} ({baseline.get('model', '?')}):")
+    print(f"{'category':<16}{'difference':>11}{'s.e.':>8}")
+    for tag, c in diff["per_category"].items():
+        print(f"{tag:<16}{c['delta']:>+11.3f}{c['se']:>8.3f}")
+    print(f"{'overall':<16}{diff['delta']:>+11.3f}{diff['se']:>8.3f}   ({result['overall']:.3f} vs "
+          f"{baseline['overall']:.3f}; paired over {diff['n']} samples, 1 standard error)")
+    return {"path": str(path), "overall": baseline["overall"], **diff}
 
 
 def _settings(args) -> dict:
@@ -193,7 +235,7 @@ def cmd_convergence(args) -> int:
     for noisy in ("accelerate", "torch", "transformers", "diffusers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     cfg = ConvergenceConfig(Path(args.recipe), Path(args.out), steps=args.steps, eval_every=args.eval_every,
-                            eval_limit=args.limit, images_per_prompt=args.images_per_prompt,
+                            eval_limit=args.limit, images_per_prompt=args.images_per_prompt, acc_ratio=args.acc_ratio,
                             overrides=tuple(args.set or []), runs=tuple(r.strip() for r in args.runs.split(",")))
     results = run_convergence(cfg, progress=lambda run, step, s: print(f"[{run}] step {step}: {s:.3f}", flush=True))
     print(f"\n{'step':>6}" + "".join(f"{n:>10}" for n in results["runs"]))
@@ -251,6 +293,8 @@ def add_commands(sub, model_args, sampling_args) -> None:
     p.add_argument("--eval-every", type=int, default=500, help="export and score every N steps")
     p.add_argument("--limit", type=int, default=8, help="shapes-GenEval prompts per category")
     p.add_argument("--images-per-prompt", type=int, default=1, help="images scored per prompt")
+    p.add_argument("--acc-ratio", type=int, help="tokens per decoding step of the scores (default: what each export "
+                   "records, 1 for a raster-order run; else the project's default)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override both AR runs' config (repeatable)")
     p.set_defaults(func=cmd_convergence)
 
@@ -268,6 +312,8 @@ def add_commands(sub, model_args, sampling_args) -> None:
     p.add_argument("--size", type=int, default=224, help="image size in px (the world is 224)")
     sampling_args(p)
     p.add_argument("--out", default="outputs/eval", help="folder for results.json and grid.png")
+    p.add_argument("--compare-to", metavar="RESULTS", help="another run's results.json (or its folder) with the same "
+                   "prompts, images and seeds: print the score difference per category with its paired standard error")
     p.set_defaults(func=cmd_eval)
 
 

@@ -106,7 +106,8 @@ class ConvergenceConfig:
     eval_every: int = 500  # export + shapes-GenEval every N steps
     eval_limit: int = 8  # prompts per category
     images_per_prompt: int = 1
-    acc_ratio: int = 4  # the sampling of the scores: the project's default (vgt generate, the ComfyUI sampler)
+    acc_ratio: int | None = None  # tokens per step of the scores; None: what each export records (1 for a raster-order
+    # run), else the project's default, as `vgt generate` and the ComfyUI sampler do
     stats_images: int = 256  # images the DC-AE latents' shift / scale are measured on
     overrides: tuple[str, ...] = ()  # extra key=value overrides of both AR runs
     runs: tuple[str, ...] = ("vgtae", "vae")  # which runs to train / score now (the others' scores are kept)
@@ -201,6 +202,7 @@ def _exports(run_dir: Path) -> list[tuple[int, Path]]:
 
 
 def _evaluate(folder: Path, cfg: ConvergenceConfig, codec: DCAELatents | None):
+    from ..cli import default_acc_ratio
     from ..pipeline import VGTPipeline
     from .geneval import evaluate, limit_per_category, pipeline_generator, prompt_set
 
@@ -209,8 +211,9 @@ def _evaluate(folder: Path, cfg: ConvergenceConfig, codec: DCAELatents | None):
     if codec is not None:
         pipe.ae = codec  # the baseline decodes with the DC-AE (its export embeds no VGT-AE)
         pipe.ar.config.latent_norm = codec.latent_norm  # LayerNormed per token only when the DC-AE was trained so
+    acc_ratio = cfg.acc_ratio or default_acc_ratio(str(folder))
     specs = limit_per_category(prompt_set(), cfg.eval_limit)
-    report = evaluate(pipeline_generator(pipe, acc_ratio=cfg.acc_ratio), specs, images_per_prompt=cfg.images_per_prompt, batch_size=8)
+    report = evaluate(pipeline_generator(pipe, acc_ratio=acc_ratio), specs, images_per_prompt=cfg.images_per_prompt, batch_size=8)
     logger.info("%s: shapes-GenEval %.3f (%.0f s)", folder, report.overall, time.perf_counter() - t0)
     return report
 

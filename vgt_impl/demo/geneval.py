@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,6 +201,35 @@ class EvalReport:
         return {"overall": self.overall, "per_category": {t: {"accuracy": c / n, "correct": c, "total": n}
                                                           for t, (c, n) in self.per_category.items()},
                 "samples": [s.to_dict() for s in self.samples]}
+
+
+def paired_difference(samples: Sequence[Mapping], baseline: Sequence[Mapping]) -> dict[str, Any]:
+    """Score difference of two evaluations of the same prompts and seeds (``results.json`` sample rows), with its
+    standard error: per category the mean of the per-sample differences (correct 1 / 0) and its s.e.; overall their
+    mean over categories (GenEval's overall), s.e. from the categories' variances. Sampling noise shared through the
+    seeds cancels in the pairing, which is why it is tighter than two independent scores."""
+    def keyed(rows, what):
+        out = {(int(r["index"]), int(r["seed"])): r for r in rows}
+        if len(out) != len(rows):
+            raise ValueError(f"{what}: two samples share a prompt index and seed")
+        return out
+
+    a, b = keyed(samples, "the evaluation"), keyed(baseline, "the baseline")
+    if a.keys() != b.keys() or any(a[k]["tag"] != b[k]["tag"] for k in a):
+        raise ValueError(f"the two evaluations are of different samples ({len(a)} vs {len(b)}): compare runs with the "
+                         f"same --per-category, --limit, --images-per-prompt and --seed")
+    per_category: dict[str, dict[str, float]] = {}
+    for tag in CATEGORIES:
+        d = np.array([float(a[k]["correct"]) - float(b[k]["correct"]) for k in a if a[k]["tag"] == tag])
+        if len(d):
+            se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+            per_category[tag] = {"delta": float(d.mean()), "se": se, "n": int(len(d))}
+    if not per_category:
+        raise ValueError("the evaluations hold no samples")
+    k = len(per_category)
+    delta = float(np.mean([c["delta"] for c in per_category.values()]))
+    se = float(np.sqrt(sum(c["se"] ** 2 for c in per_category.values())) / k)
+    return {"delta": delta, "se": se, "n": len(a), "per_category": per_category}
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
