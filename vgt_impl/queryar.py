@@ -15,6 +15,7 @@ Two modes:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -79,6 +80,7 @@ class _Decoder:
         queries, pos = model.queries(h, w, model.latent_stride)  # [1, N, D] each (queries already include pos)
         self.queries, self.pos = queries.to(model.dtype), pos.to(model.dtype)
         self.cache = _new_cache()
+        self._cache_kw = cache_kwarg(model.llm)
         self.prefix = prefix
         self.mask: torch.Tensor | None = None  # running attention mask (corrected mode)
         self.last_pos: torch.Tensor | None = None  # [R, 1] last position id per row
@@ -88,9 +90,10 @@ class _Decoder:
     def _llm(self, embeds: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         out = self.model.llm(
             inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
-            past_key_values=self.cache, use_cache=True, return_dict=True,
+            use_cache=True, return_dict=True, **{self._cache_kw: self.cache},
         )
-        self.cache = out.past_key_values
+        new = out.get("cache", None)
+        self.cache = new if new is not None else out.get("past_key_values", self.cache)
         self.last_pos = position_ids[:, -1:]
         return out.last_hidden_state
 
@@ -127,6 +130,12 @@ class _Decoder:
         if self.settings.interleave:
             return _interleave(self.queries[:, idx].expand(self.rows, -1, -1), lat)
         return lat
+
+
+def cache_kwarg(llm) -> str:
+    """The name a language model's forward takes its KV cache by: ``cache`` from transformers 5.2x (where
+    ``past_key_values`` is deprecated, to be removed in 5.40), ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(llm.forward).parameters else "past_key_values"
 
 
 def _new_cache():

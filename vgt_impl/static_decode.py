@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .queryar import Callback, Context, DecodeSettings, NoiseFn, PrefixInputs, _interleave
+from .queryar import Callback, Context, DecodeSettings, NoiseFn, PrefixInputs, _interleave, cache_kwarg
 from .sampling import FlowSampler, NoiseSource, cfg_for_group, integrate
 
 logger = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class StaticEngine:
         for buf in (self.key_index, self.valid, self.row_base, self.t_embs):  # fixed addresses: no copies per replay
             torch._dynamo.mark_static_address(buf)
         params = inspect.signature(model.llm.forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._cache_kw = cache_kwarg(model.llm)
         self._pass_cache_position = "cache_position" in params  # transformers 4.x
         self.compiled = settings.compile_mode is not None
         self.first, self.step = self._sample_feed, self._step
