@@ -251,13 +251,15 @@ def plot(results: dict[str, Any], path: Path) -> Path:
 
     labels = {"vgtae": "VGT-AE latents (VGT)", "vae": "DC-AE latents (VAE-based AR)"}
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    top = 0.0
     for name, run in results["runs"].items():
         pts = sorted((int(k), v["overall"]) for k, v in run["scores"].items())
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=labels.get(name, name))
+            top = max(top, *(p[1] for p in pts))
     ax.set_xlabel("training steps")
     ax.set_ylabel("shapes-GenEval overall")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, min(1.0, max(0.25, 1.25 * top)))  # low scores stay readable; the axis never passes 1
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title("Same VGT-AR, two latent spaces")
