@@ -201,6 +201,33 @@ def test_paper_stage_freezes_the_encoder(reference_dir):
     assert all(p.grad is None for p in ae.encoder.parameters())
 
 
+def test_decoder_only_tuning_keeps_the_latent_space(reference_dir):
+    """model.train_latent=false: one optimiser step changes the decoder and not one latent, so an AR trained on the
+    VGT-AE's latents stays valid; distilling a frozen encoder is refused."""
+    import dataclasses
+
+    ae, _ = fresh(reference_dir, "internvl3")
+    x = images(size=112)
+    with torch.no_grad():
+        before = ae.encode(x)
+    cfg = dataclasses.replace(tiny_cfg("2", gan_start=-1), train_latent=False)
+    cfg.loss = dataclasses.replace(cfg.loss, distill_weight=0.0)
+    tr = VGTAETrainer(ae, cfg).train()
+    trainable = {n for n, p in ae.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("decoder.") for n in trainable)
+    assert not ae.encoder.training and not ae.down_mlp.training and ae.decoder.training
+    opt = torch.optim.AdamW([p for p in tr.parameters() if p.requires_grad], lr=1e-2)
+    w0 = ae.decoder.conv_out.weight.detach().clone()
+    loss, _ = tr.generator_loss(x, 0)
+    loss.backward()
+    opt.step()
+    assert not torch.equal(w0, ae.decoder.conv_out.weight)
+    with torch.no_grad():
+        torch.testing.assert_close(ae.encode(x), before, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="nothing to distil"):
+        VGTAETrainer(fresh(reference_dir, "internvl3")[0], dataclasses.replace(tiny_cfg("2"), train_latent=False))
+
+
 def test_short_run_lowers_reconstruction_loss(reference_dir):
     torch.manual_seed(0)
     ae, teacher = fresh(reference_dir, "internvl3")

@@ -191,6 +191,8 @@ class AETask(VGTAETrainer, _AETask):
               "train_encoder": c.train_encoder, "gan": c.loss.gan.enabled}
         if c.decode_window:
             fp["decode_window"] = c.decode_window  # only when set: runs saved before the option still resume
+        if not c.train_latent:
+            fp["train_latent"] = False  # likewise
         return fp
 
     def export(self, folder: Path, weights: Mapping[str, torch.Tensor]) -> Path:

@@ -37,6 +37,8 @@ class VGTAEConfig:
     encoder_norm: bool = False  # per-token LayerNorm on the latent (stage 2)
     noise_gamma: float = 0.0  # training-only latent noise z + a * eps, a ~ U(0, gamma) per sample (stage 2: 0.1)
     train_encoder: bool = True  # False: the paper's stage 2 (vision encoder frozen)
+    train_latent: bool = True  # False: decoder-only tuning. The encoder, ResBlocks and down-MLP are frozen, so the
+    #   latent space, and any AR trained on it, stays valid while the decoder improves (implies train_encoder=False)
     encoder_lr_mult: float = 0.5  # lr of the vision encoder relative to the rest (reference encoder_lr_muti)
     decode_window: int = 0  # training only: decode a random k x k window of latent tokens per image, not the whole
     #   grid (the encoder and distillation still see the whole image); 0 = the whole grid. The DC-AE decoder is
@@ -96,7 +98,13 @@ class VGTAETrainer(AETrainer):
         self.cfg = cfg
         self.ae = ae.train().requires_grad_(True)
         self.ae.config.encoder_norm = cfg.encoder_norm  # what the exported config says
-        self.ae.encoder.requires_grad_(cfg.train_encoder)
+        self.ae.encoder.requires_grad_(cfg.train_encoder and cfg.train_latent)
+        if not cfg.train_latent:
+            if cfg.loss.distill_weight > 0:
+                raise ValueError("model.train_latent=false freezes the encoder, so there is nothing to distil: set "
+                                 "model.loss.distill_weight=0")
+            for m in self._latent_path():
+                m.requires_grad_(False)
         self.teacher = None
         if cfg.loss.distill_weight > 0:
             if teacher is None:
@@ -108,9 +116,16 @@ class VGTAETrainer(AETrainer):
         super().train(mode)
         if self.teacher is not None:
             self.teacher.eval()  # frozen: never in train mode
-        if not self.cfg.train_encoder:
+        if not self.cfg.train_encoder or not self.cfg.train_latent:
             self.ae.encoder.eval()
+        if not self.cfg.train_latent:
+            for m in self._latent_path():
+                m.eval()
         return self
+
+    def _latent_path(self) -> list[nn.Module]:
+        """Everything between the pixels and the latent: the vision encoder, ResBlocks and down-MLP."""
+        return [self.ae.encoder, self.ae.down_blocks, self.ae.down_mlp]
 
     def last_layer(self) -> torch.Tensor:
         return self.ae.decoder.conv_out.weight
@@ -122,8 +137,9 @@ class VGTAETrainer(AETrainer):
         ae.check_images(images)
         b, _, h, w = images.shape
         x = ae.pixel_inputs(images)  # normalised encoder input
-        feats = ae.features(x)  # [B, hw, D]: distillation student
-        z = ae.latent_tokens(feats).float()  # [B, hw, C] before the LayerNorm
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.train_latent):  # frozen: no graph to keep
+            feats = ae.features(x)  # [B, hw, D]: distillation student
+            z = ae.latent_tokens(feats).float()  # [B, hw, C] before the LayerNorm
         if self.cfg.encoder_norm:
             z = F.layer_norm(z, (z.shape[-1],), eps=1e-6)
         z = z.transpose(1, 2).reshape(b, -1, h // ae.stride, w // ae.stride)  # [B, C, h, w]
