@@ -28,7 +28,7 @@ from vgt_impl.demo import (
     score,
 )
 from vgt_impl.demo.components import label_components
-from vgt_impl.demo.geneval import PromptSpec, paired_difference
+from vgt_impl.demo.geneval import PromptSpec, paired_difference, spec_from_prompt
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +145,42 @@ def test_scoring_rules():
     assert not ok and "expected ring>=1, found 0" in why and "no target" in why
     ok, why = score(left, [_det("star", "red", 100, 40), _det("ring", "blue", 104, 160)])
     assert not ok and why == "expected star left of target, found above target"
+
+
+def test_prompts_are_read_into_the_specs_the_prompt_set_has(specs):
+    """spec_from_prompt reads every prompt of the set back into its own clauses (all six categories' forms), and the
+    caption grammar's other forms (counts with colours, relation phrasings, lead-ins, backgrounds)."""
+    for spec in specs:
+        read = spec_from_prompt(spec.prompt)
+        assert (read.tag, read.include, read.exclude) == ("custom", spec.include, spec.exclude), spec.prompt
+    readme = spec_from_prompt("two red circles left of a blue square")
+    assert readme.include == ({"class": "square", "count": 1, "color": "blue"},
+                              {"class": "circle", "count": 2, "color": "red", "position": ["left of", 0]})
+    assert readme.exclude == ({"class": "circle", "count": 3},)
+    circles = [_det("circle", "red", 30, 60), _det("circle", "red", 30, 160)]
+    assert score(readme, [*circles, _det("square", "blue", 170, 110)]) == (True, "")
+    assert not score(readme, [*circles, _det("square", "blue", 10, 110)])[0]  # square left of the circles
+    assert not score(readme, [circles[0], _det("square", "blue", 170, 110)])[0]  # one circle
+    other = spec_from_prompt("An image of a small green square on the left of a yellow triangle on a white background")
+    assert other.include == ({"class": "triangle", "count": 1, "color": "yellow"},
+                             {"class": "square", "count": 1, "color": "green", "position": ["left of", 0]})
+    assert spec_from_prompt("a star beneath a ring").include[1]["position"] == ["below", 0]
+    for bad, why in [("two red dogs", "cannot read 'two red dogs'"), ("a shiny star", "'shiny' in 'a shiny star'"),
+                     ("a star left of a ring and a cross", "exactly two noun phrases"), ("", "nothing to draw")]:
+        with pytest.raises(ValueError, match=why):
+            spec_from_prompt(bad)
+
+
+def test_eval_scores_the_users_prompts(tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["eval", "--generator", "oracle", "--prompt", "two red circles left of a blue square", "--prompt",
+                 "three stars", "--images-per-prompt", "2", "--out", str(out)]) == 0
+    assert "custom" in capsys.readouterr().out
+    result = json.loads((out / "results.json").read_text())
+    assert result["per_category"] == {"custom": {"correct": 4, "total": 4, "accuracy": 1.0}}
+    assert result["settings"]["prompts"] == ["two red circles left of a blue square", "three stars"]
+    assert main(["eval", "--generator", "oracle", "--prompt", "a red dog", "--out", str(out)]) == 2
+    assert "cannot read 'a red dog'" in capsys.readouterr().err
 
 
 def test_oracle_scenes_satisfy_their_prompts(specs):

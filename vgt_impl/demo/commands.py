@@ -84,10 +84,13 @@ def cmd_eval(args) -> int:
     check_args(args)
     from tqdm.auto import tqdm
 
-    from .geneval import evaluate, limit_per_category, prompt_set
+    from .geneval import evaluate, limit_per_category, prompt_set, spec_from_prompt
     from .grid import make_grid
 
-    specs = limit_per_category(prompt_set(args.per_category), args.limit)
+    if args.prompt:  # the user's prompts, read before any model loads
+        specs = [spec_from_prompt(p) for p in args.prompt]
+    else:
+        specs = limit_per_category(prompt_set(args.per_category), args.limit)
     baseline = _read_baseline(args)  # before any model loads: a missing or mismatched file is an error now
     generator, label = _generator(args, specs)
     print(f"shapes-GenEval: {len(specs)} prompts x {args.images_per_prompt} images; {label}")
@@ -128,7 +131,8 @@ def _read_baseline(args) -> dict | None:
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"--compare-to {path}: not a vgt eval results.json ({e})") from e
     mine = _settings(args)
-    differ = [k for k in ("per_category", "limit", "images_per_prompt", "seed", "size") if theirs.get(k) != mine[k]]
+    differ = [k for k in ("per_category", "limit", "images_per_prompt", "seed", "size", "prompts")
+              if theirs.get(k) != mine.get(k)]
     if differ:
         raise ValueError(f"--compare-to {path} was evaluated with other " + ", ".join(
             f"--{k.replace('_', '-')} ({theirs.get(k)} there, {mine[k]} here)" for k in differ)
@@ -154,7 +158,10 @@ def _print_comparison(result: dict, baseline: dict, path) -> dict:
 def _settings(args) -> dict:
     keys = ("per_category", "limit", "images_per_prompt", "batch_size", "seed", "size", "cfg", "cfg_schedule", "steps",
             "acc_ratio", "order", "sampler", "mode")
-    return {k: getattr(args, k) for k in keys}
+    settings = {k: getattr(args, k) for k in keys}
+    if getattr(args, "prompt", None):
+        settings["prompts"] = list(args.prompt)
+    return settings
 
 
 def _generator(args, specs):
@@ -175,10 +182,11 @@ def _generator(args, specs):
             raise ValueError(f"--decoder {folder}: expected a diffusers AutoencoderDC folder with weights")
         codec = load_dcae_latents(folder, shift=0.0, scale=1.0)  # a round trip: the normalisation cancels
         return autoencoder_generator(specs, codec), f"ground truth through the DC-AE {folder} (256 px)"
-    from ..cli import _load_pipeline, sampling_options, use_builtin_model
+    from ..cli import _load_pipeline, default_preset, sampling_options, use_builtin_model
 
     use_builtin_model(args)  # no --ar: the built-in vgt-demo model
-    sampling = sampling_options(args)  # the preset (reference by default) and its overrides
+    sampling = sampling_options(args, default_preset(args.ar))  # the preset (the model's, else reference) + overrides
+    args.steps, args.sampler = sampling["num_flow_steps"], sampling["sampler"]  # what results.json records
     if args.acc_ratio is None:
         from ..cli import default_acc_ratio
 
@@ -306,6 +314,8 @@ def add_commands(sub, model_args, sampling_args) -> None:
                         "dcae: through the DC-AE folder given as --decoder, at 256 px)")
     p.add_argument("--per-category", type=int, default=24, help="size of the prompt set: prompts per category")
     p.add_argument("--limit", type=int, help="evaluate only the first N prompts of each category")
+    p.add_argument("--prompt", action="append", metavar="TEXT", help="score this prompt instead of the prompt set "
+                   "(repeatable; the world's caption grammar, e.g. \"two red circles left of a blue square\")")
     p.add_argument("--images-per-prompt", type=int, default=4, help="images generated per prompt")
     p.add_argument("--batch-size", type=int, default=8, help="images generated per batch")
     p.add_argument("--seed", type=int, default=0, help="sample k of prompt i uses seed + i * images_per_prompt + k")

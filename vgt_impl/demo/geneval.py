@@ -14,6 +14,7 @@ of each). Prompts drop GenEval's "a photo of" lead-in: "a star", "a star and a r
 from __future__ import annotations
 
 import itertools
+import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from .scene import RELATIONS, relations
 from .world import ObjectSpec, make_scene
 
 CATEGORIES = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
+CUSTOM = "custom"  # the tag of a user's own prompt (spec_from_prompt), reported as a category of its own
 PROMPT_SEED = 43  # GenEval's default prompt seed
 MAX_COUNT = 4
 
@@ -73,6 +75,59 @@ def _candidates(tag: str) -> list[PromptSpec]:
                            (one(a, color=ca), one(b, color=cb)))
                 for a, b in itertools.permutations(SHAPES, 2) for ca, cb in itertools.permutations(OBJECT_COLORS, 2)]
     raise ValueError(f"unknown category {tag!r}: expected one of {CATEGORIES}")
+
+
+def spec_from_prompt(prompt: str) -> PromptSpec:
+    """A prompt in the world's caption grammar -> what an image of it must contain (tag "custom").
+
+    Forms: noun phrases joined by "," / "and" ("two red circles and a blue star"), or two joined by a relation
+    ("two red circles left of a blue square"; every phrasing of the captions: "to the left of", "over", "beneath", ...),
+    with an optional lead-in ("an image of ...") and background ("... on a white background"). A noun phrase is
+    "a" / "an" / a number word, then optional size and colour, then a shape. A count n > 1 also excludes n + 1 of that
+    shape (exactly n, as the counting category). Anything else is a ValueError that says what was not understood.
+    """
+    from .captions import LEAD_INS, RELATION_PHRASES
+    from .palette import SIZES
+
+    text = " ".join(prompt.lower().replace(",", " , ").split())
+    for lead in (*LEAD_INS, "there are "):
+        if text.startswith(lead):
+            text = text[len(lead):]
+    text = re.sub(r" on an? [a-z ]*background$", "", text)  # "... on a white background"
+    relation, parts = None, None
+    for rel, phrases in RELATION_PHRASES.items():
+        for phrase in sorted(phrases, key=len, reverse=True):
+            if f" {phrase} " in f" {text} " and relation is None:
+                left, right = f" {text} ".split(f" {phrase} ", 1)
+                relation, parts = rel, [left.strip(), right.strip()]
+    if parts is None:
+        parts = [p.strip() for p in text.replace(" and ", " , ").split(",") if p.strip()]
+    elif any(" and " in p or "," in p for p in parts):
+        raise ValueError(f"prompt {prompt!r}: a relation joins exactly two noun phrases (\"a star left of a ring\"), "
+                         "not lists")
+    if not parts:
+        raise ValueError(f"prompt {prompt!r}: nothing to draw; expected e.g. \"two red circles left of a blue square\"")
+    singular = {s: s for s in SHAPES} | {plural(s): s for s in SHAPES}
+    counts = {"a": 1, "an": 1} | {w: i for i, w in enumerate(NUMBER_WORDS) if i >= 1}
+    clauses = []
+    for part in parts:
+        words = part.split()
+        if len(words) < 2 or words[0] not in counts or words[-1] not in singular:
+            raise ValueError(f"prompt {prompt!r}: cannot read {part!r}: expected a / an / a number word, an optional "
+                             f"size ({', '.join(SIZES)}) and colour ({', '.join(OBJECT_COLORS)}), then a shape "
+                             f"({', '.join(SHAPES)})")
+        middle = [w for w in words[1:-1] if w not in SIZES]
+        if len(middle) > 1 or (middle and middle[0] not in OBJECT_COLORS):
+            raise ValueError(f"prompt {prompt!r}: {' '.join(middle)!r} in {part!r} is not a colour of the world "
+                             f"({', '.join(OBJECT_COLORS)})")
+        clause = {"class": singular[words[-1]], "count": counts[words[0]]}
+        if middle:
+            clause["color"] = middle[0]
+        clauses.append(clause)
+    if relation is not None:
+        clauses = [clauses[1], dict(clauses[0], position=[relation, 0])]  # GenEval's form: the target first
+    exclude = tuple({"class": c["class"], "count": c["count"] + 1} for c in clauses if c["count"] > 1)
+    return PromptSpec(CUSTOM, prompt, tuple(clauses), exclude)
 
 
 def prompt_set(per_category: int = 24, seed: int = PROMPT_SEED) -> list[PromptSpec]:
@@ -179,9 +234,9 @@ class EvalReport:
 
     @property
     def per_category(self) -> dict[str, tuple[int, int]]:
-        """category -> (correct, total), in CATEGORIES order (categories with no sample left out)."""
+        """category -> (correct, total), in CATEGORIES order, then CUSTOM (categories with no sample left out)."""
         out = {}
-        for tag in CATEGORIES:
+        for tag in (*CATEGORIES, CUSTOM):
             rows = [s.correct for s in self.samples if s.tag == tag]
             if rows:
                 out[tag] = (sum(rows), len(rows))
@@ -219,7 +274,7 @@ def paired_difference(samples: Sequence[Mapping], baseline: Sequence[Mapping]) -
         raise ValueError(f"the two evaluations are of different samples ({len(a)} vs {len(b)}): compare runs with the "
                          f"same --per-category, --limit, --images-per-prompt and --seed")
     per_category: dict[str, dict[str, float]] = {}
-    for tag in CATEGORIES:
+    for tag in (*CATEGORIES, CUSTOM):
         d = np.array([float(a[k]["correct"]) - float(b[k]["correct"]) for k in a if a[k]["tag"] == tag])
         if len(d):
             se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
