@@ -21,12 +21,15 @@ def conditioning_text(cond: Any, name: str) -> str:
 
 
 def sampling_options(*, steps: int, sampler: str, group_schedule: str, time_grid: str, time_shift: float,
-                     preset: str, compile: bool) -> dict:
-    """The node's sampling widgets as generate options; a preset other than "custom" sets the five it covers."""
+                     preset: str, compile: bool, recorded: str | None = None) -> dict:
+    """The node's sampling widgets as generate options; a preset other than "custom" sets the five it covers.
+    "auto" is the model's ``recorded`` preset (``VGTPipeline.default_preset``), or "custom" when it records none."""
     from vgt_impl.presets import preset_options
 
     opts = dict(num_flow_steps=steps, sampler=sampler, group_schedule=group_schedule, time_grid=time_grid,
                 time_shift=time_shift)
+    if preset == "auto":
+        preset = recorded or "custom"
     if preset != "custom":
         opts = preset_options(preset)
     return dict(opts, compile=bool(compile))
@@ -54,12 +57,13 @@ def check_inputs(handle, *, width, height, batch_size, seed, cfg, cfg_schedule, 
 def run(handle, positive, negative, *, width: int, height: int, batch_size: int, seed: int, cfg: float,
         cfg_schedule: str, steps: int, parallel_tokens: int, order: str, sampler: str = "sde",
         mode: str = "reference", preview: bool = True, context=None, group_schedule: str = "equal",
-        time_grid: str = "reference", time_shift: float = 1.0, preset: str = "custom", compile: bool = False) -> dict:
+        time_grid: str = "reference", time_shift: float = 1.0, preset: str = "auto", compile: bool = False) -> dict:
     """Generate (or regenerate the masked tokens of ``context``) -> a VGT latent dict."""
     import comfy.model_management as mm
 
     sampling = sampling_options(steps=steps, sampler=sampler, group_schedule=group_schedule, time_grid=time_grid,
-                                time_shift=time_shift, preset=preset, compile=compile)
+                                time_shift=time_shift, preset=preset, compile=compile,
+                                recorded=getattr(handle.pipe, "default_preset", None))
     h, w = check_inputs(handle, width=width, height=height, batch_size=batch_size, seed=seed, cfg=cfg,
                         cfg_schedule=cfg_schedule, steps=sampling["num_flow_steps"], parallel_tokens=parallel_tokens,
                         sampler=sampling["sampler"], mode=mode)  # before anything is moved to the GPU

@@ -52,8 +52,8 @@ def optional_inputs() -> dict:
                       "tooltip": "Flow time grid per token. reference: the official grid with a final step of 0.04; uniform: equal steps (better for few steps)."}),
         "time_shift": ("FLOAT", {"default": 1.0, "min": 0.1, "max": 10.0, "step": 0.1,
                        "tooltip": "Warps the time grid: above 1 puts more steps near the noise end, 1 keeps it."}),
-        "preset": (["custom", *PRESETS], {"default": "custom",
-                   "tooltip": "custom: use steps, sampler, time_grid, time_shift and group_schedule as set. A preset sets those five at once (reference = the official sampler); compare presets at the same parallel_tokens."}),
+        "preset": (["auto", "custom", *PRESETS], {"default": "auto",
+                   "tooltip": "auto: the preset the model records as its best measured sampling (vgt-demo does), else custom. custom: use steps, sampler, time_grid, time_shift and group_schedule as set. A preset sets those five at once (reference = the official sampler); compare presets at the same parallel_tokens."}),
         "compile": ("BOOLEAN", {"default": False,
                     "tooltip": "Static KV cache + torch.compile of the per-group step (CUDA graphs on CUDA). The first run of each size compiles (slow); later runs reuse it. Same results within float rounding."}),
     }

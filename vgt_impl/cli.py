@@ -364,7 +364,8 @@ def cmd_generate(args) -> int:
     from .pipeline import load_tokenizer, tokenize_prompts
 
     use_builtin_model(args)
-    sampling = sampling_options(args)  # the preset + flags; generate's checks below see its steps / sampler
+    # the preset (--preset, else the model's recorded one) + flags; generate's checks below see its steps / sampler
+    sampling = sampling_options(args, default_preset(args.ar))
     args.steps, args.sampler = sampling["num_flow_steps"], sampling["sampler"]
     if args.size is None:
         args.size = default_size(args.ar)
@@ -397,12 +398,21 @@ def cmd_generate(args) -> int:
     return 0
 
 
-def sampling_options(args) -> dict:
-    """Sampler, steps, time grid and group schedule: the preset's (``reference`` by default), then explicit flags;
-    plus how the decode runs (static cache, compile)."""
+def default_preset(ar: str) -> str | None:
+    """The sampling preset a model recommends (its config's sampling.preset: vgt-demo records its best measured one),
+    else None (the reference sampler)."""
+    from .loading import resolve_model_path, stored_sampling
+
+    weights, _ = resolve_model_path(ar)
+    return stored_sampling(weights)["preset"]
+
+
+def sampling_options(args, recorded: str | None = None) -> dict:
+    """Sampler, steps, time grid and group schedule: the preset's (``--preset``, else the model's ``recorded`` one,
+    else ``reference``), then explicit flags; plus how the decode runs (static cache, compile)."""
     from .presets import preset_options
 
-    opts = preset_options(args.preset or "reference")
+    opts = preset_options(args.preset or recorded or "reference")
     flags = {"sampler": args.sampler, "num_flow_steps": args.steps, "time_grid": args.time_grid,
              "time_shift": args.time_shift, "group_schedule": args.group_schedule}
     opts.update({k: v for k, v in flags.items() if v is not None})
@@ -640,7 +650,7 @@ def _speed_args(p: argparse.ArgumentParser) -> None:
     from .static_decode import COMPILE_MODES
 
     p.add_argument("--preset", choices=list(PRESETS), help="sampler + steps + time grid + group schedule "
-                   "(default: reference); the flags below override its parts")
+                   "(default: the one the model records, else reference); the flags below override its parts")
     p.add_argument("--steps", type=int, help="flow-matching steps per token group (reference: 30)")
     p.add_argument("--sampler", choices=list(SAMPLERS), help="flow-head integrator (reference: sde)")
     p.add_argument("--time-grid", choices=list(GRIDS), help="flow time grid (reference: reference)")

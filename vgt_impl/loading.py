@@ -190,9 +190,11 @@ def ae_base_of(folder: Path | None) -> Path | None:
 
 def stored_sampling(path: str | Path) -> dict[str, Any]:
     """The sampling defaults a converted checkpoint records (its config's ``sampling``): ``order``, the token order
-    it was trained on ("random" for VGT, the default; "raster"), and ``acc_ratio`` when it recommends one."""
+    it was trained on ("random" for VGT, the default; "raster"), ``acc_ratio`` when it recommends one, and
+    ``preset`` (a name of ``presets.PRESETS``) when a measurement found a better sampler than the reference."""
     from .checkpoints import converted_config
     from .orders import ORDERS
+    from .presets import PRESETS
 
     cfg = converted_config(path) if Path(path).suffix == ".safetensors" else None
     raw = (cfg or {}).get("sampling") or {}
@@ -201,7 +203,10 @@ def stored_sampling(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: its config's sampling.order is {order!r}, expected one of {list(ORDERS)}")
     if acc is not None and (isinstance(acc, bool) or not isinstance(acc, int) or acc < 1):
         raise ValueError(f"{path}: its config's sampling.acc_ratio is {acc!r}, expected an integer >= 1")
-    return {"order": order, "acc_ratio": acc}
+    preset = raw.get("preset")
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"{path}: its config's sampling.preset is {preset!r}, expected one of {list(PRESETS)}")
+    return {"order": order, "acc_ratio": acc, "preset": preset}
 
 
 

@@ -108,16 +108,22 @@ def default_dtype(device: torch.device) -> torch.dtype:
 class VGTPipeline:
     """VGT-AR text-to-image with QueryAR parallel decoding, plus VGT-AE decoding of the result."""
 
-    def __init__(self, ar, tokenizer, ae=None, default_order: str = "random"):
+    def __init__(self, ar, tokenizer, ae=None, default_order: str = "random", default_preset: str | None = None):
         from .backbones import get_family
         from .orders import ORDERS
+        from .presets import PRESETS
 
         if default_order not in ORDERS:
             raise ValueError(f"default_order {default_order!r}: expected one of {list(ORDERS)}")
+        if default_preset is not None and default_preset not in PRESETS:
+            raise ValueError(f"default_preset {default_preset!r}: expected None or one of {list(PRESETS)}")
         self.ar = ar  # VGTARModel
         self.tokenizer = tokenizer
         self.ae = ae  # VGTAutoencoder or None
         self.default_order = default_order  # generate(order=None): the order the model was trained on
+        # the sampling preset the model's record recommends (None: the reference sampler). generate() keeps its
+        # explicit defaults; the CLI (no --preset) and the sampler node (preset "auto") follow this
+        self.default_preset = default_preset
         self.adapter = get_family(ar.family)
         self._start_ids = self.adapter.image_start_ids(tokenizer)
         if ae is not None:
@@ -196,7 +202,8 @@ class VGTPipeline:
                 detect_family_from_dir(base)
         embedded_base = ae_base_model or (ae_base_of(folder) if folder == base_model else None) or base_model
         embedded_decoder = decoder_config if decoder_config is not None else stored_decoder_config(weights)
-        default_order = stored_sampling(weights)["order"]
+        recorded = stored_sampling(weights)
+        default_order = recorded["order"]
         found: dict[str, Any] = {}
 
         def before_build(family: str, info: Any, ae_sd: dict) -> None:
@@ -219,7 +226,7 @@ class VGTPipeline:
         elif ae is None and extras.get("ae_state_dict"):
             ae = load_embedded_ae(extras["ae_state_dict"], family=ar.family, base_model=embedded_base,
                                   decoder_config=embedded_decoder, dtype=dtype, device=device)
-        return cls(ar, found["tokenizer"], ae, default_order=default_order)
+        return cls(ar, found["tokenizer"], ae, default_order=default_order, default_preset=recorded["preset"])
 
     def to(self, device=None, dtype=None) -> VGTPipeline:
         device = check_device(device) if device is not None else None

@@ -35,12 +35,17 @@ def demo_dir() -> Path:
 
 
 def export_demo_folder(src: str | Path, dest: str | Path, *, dtype: str = "bf16", info: dict[str, Any] | None = None,
-                       ) -> Path:
-    """Copy a trained model folder to ``dest`` with its floating-point weights stored in ``dtype``."""
+                       sampling: dict[str, Any] | None = None) -> Path:
+    """Copy a trained model folder to ``dest`` with its floating-point weights stored in ``dtype``.
+
+    ``sampling`` updates the sampling record of its config (``order``, ``acc_ratio``, ``preset``: what ``vgt
+    generate``, ``vgt eval`` and the sampler node use by default), e.g. the best preset ``vgt eval --compare-to`` found.
+    """
     import torch
     from safetensors.torch import load_file
 
     from ..checkpoints import converted_config, save_converted
+    from ..loading import stored_sampling
 
     if dtype not in STORAGE:
         raise ValueError(f"dtype {dtype!r}: expected one of {sorted(STORAGE)}")
@@ -52,9 +57,18 @@ def export_demo_folder(src: str | Path, dest: str | Path, *, dtype: str = "bf16"
     config = converted_config(weights)
     if config is None:
         raise ValueError(f"{src} is not a model folder written by vgt train (no config in model.safetensors)")
+    if sampling:
+        config["sampling"] = {**(config.get("sampling") or {}), **sampling}
     store = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
     tensors = {k: v.to(store) if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}
     save_converted(weights, tensors, config)
+    try:
+        stored_sampling(weights)  # a wrong order / acc_ratio / preset fails here, not when a user loads the model
+    except ValueError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if (tmp / "model.json").is_file():  # the readable copy of the config says the same
+        (tmp / "model.json").write_text(json.dumps(config, indent=2))
     record = {"name": DEMO_NAME, "size": DEMO_SIZE, "storage": dtype,
               "parameters": sum(t.numel() for t in tensors.values()), **(info or {})}
     (tmp / INFO_FILE).write_text(json.dumps(record, indent=1) + "\n")
