@@ -1,11 +1,13 @@
-"""A model's recorded sampling preset (config ``sampling.preset``): written by export_demo_folder, validated on load,
-followed by `vgt generate` (unless --preset is given) and by the sampler node's preset "auto"."""
+"""export_demo_folder's records and swaps. The recorded sampling preset (config ``sampling.preset``): validated on
+export and load, followed by `vgt generate` (unless --preset is given) and by the sampler node's preset "auto". A
+decoder tuned on the same latents replaces the embedded one; one from another latent space is refused."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+import torch
 
 from vgt_impl.demo.model_folder import export_demo_folder
 from vgt_impl.loading import stored_sampling
@@ -70,3 +72,33 @@ def test_node_preset_auto_is_the_record_else_the_widgets():
     assert (none["num_flow_steps"], none["sampler"], none["time_grid"]) == (7, "ode", "uniform")
     custom = sampling_options(preset="custom", recorded="sde-15", **widgets)
     assert custom == none  # custom: the widgets, whatever the model records
+
+
+def _ae_folder(root, tensors, config, change: str):
+    """A VGT-AE folder with the demo folder's embedded VGT-AE, the weights under ``change`` shifted by 0.5."""
+    from vgt_impl.checkpoints import save_converted
+
+    root.mkdir()
+    ae = {k[len("ae."):]: v.clone() + (0.5 if k.startswith("ae." + change) else 0) for k, v in tensors.items()
+          if k.startswith("ae.")}
+    save_converted(root / "model.safetensors", ae, {"decoder_config": config["ae"]["decoder_config"]})
+    return root
+
+
+def test_export_swaps_in_a_decoder_tuned_on_the_same_latents(demo_folder, tmp_path):
+    from safetensors.torch import load_file
+
+    from vgt_impl.checkpoints import converted_config
+
+    weights = demo_folder / "model.safetensors"
+    tensors, config = load_file(str(weights)), converted_config(weights)
+    tuned = _ae_folder(tmp_path / "tuned", tensors, config, "decoder.")
+    out = export_demo_folder(demo_folder, tmp_path / "out", dtype="fp32", decoder=tuned)
+    new = load_file(str(out / "model.safetensors"))
+    changed = {k for k in tensors if not torch.equal(new[k], tensors[k])}
+    assert changed and all(k.startswith("ae.decoder.") for k in changed)
+    assert len(changed) == sum(k.startswith("ae.decoder.") and v.is_floating_point() for k, v in tensors.items())
+    moved = _ae_folder(tmp_path / "moved", tensors, config, "down_mlp.")  # another latent space
+    with pytest.raises(ValueError, match="latent path differs from the model's \\(down_mlp"):
+        export_demo_folder(demo_folder, tmp_path / "bad", dtype="fp32", decoder=moved)
+    assert not (tmp_path / "bad").exists() and not (tmp_path / ".tmp_bad").exists()

@@ -34,12 +34,48 @@ def demo_dir() -> Path:
     return DEMO_DIR
 
 
+def replace_decoder(tensors: dict[str, Any], config: dict[str, Any], ae_folder: str | Path) -> dict[str, Any]:
+    """The VGT-AR folder's ``tensors`` with the pixel decoder (``ae.decoder.*``) of the VGT-AE in ``ae_folder``.
+
+    Only a decoder tuned on the same latents fits (``vgt train ae model.train_latent=false``): the VGT-AE's encoder,
+    ResBlocks and down-MLP must equal the embedded ones (to the precision of either's storage) and the decoder config
+    must be the same, or the AR's latents would decode wrong. Anything else is a ValueError.
+    """
+    import torch
+    from safetensors.torch import load_file
+
+    from ..loading import stored_decoder_config
+
+    weights = Path(ae_folder) / "model.safetensors"
+    if not weights.is_file():
+        raise ValueError(f"decoder {ae_folder}: expected a VGT-AE model folder with model.safetensors")
+    ae = load_file(str(weights))
+    mine = {k[len("ae."):] for k in tensors if k.startswith("ae.")}
+    if set(ae) != mine:
+        extra = sorted(set(ae) ^ mine)
+        raise ValueError(f"decoder {ae_folder}: its VGT-AE has other weights than the model's ({extra[0]} ...)")
+    if stored_decoder_config(weights) != (config.get("ae") or {}).get("decoder_config"):
+        raise ValueError(f"decoder {ae_folder}: its DC-AE decoder config differs from the model's")
+    for k, v in ae.items():
+        if k.startswith("decoder."):
+            continue
+        ours = tensors["ae." + k]
+        rtol = 2**-7 if torch.finfo(ours.dtype).bits < 32 or torch.finfo(v.dtype).bits < 32 else 1e-5
+        if not torch.allclose(v.float(), ours.float(), rtol=rtol, atol=1e-6):
+            raise ValueError(f"decoder {ae_folder}: its latent path differs from the model's ({k}): the AR was "
+                             "trained on other latents. Tune the decoder with model.train_latent=false")
+    out = dict(tensors)
+    out.update({"ae." + k: v.to(tensors["ae." + k].dtype) for k, v in ae.items() if k.startswith("decoder.")})
+    return out
+
+
 def export_demo_folder(src: str | Path, dest: str | Path, *, dtype: str = "bf16", info: dict[str, Any] | None = None,
-                       sampling: dict[str, Any] | None = None) -> Path:
+                       sampling: dict[str, Any] | None = None, decoder: str | Path | None = None) -> Path:
     """Copy a trained model folder to ``dest`` with its floating-point weights stored in ``dtype``.
 
     ``sampling`` updates the sampling record of its config (``order``, ``acc_ratio``, ``preset``: what ``vgt
     generate``, ``vgt eval`` and the sampler node use by default), e.g. the best preset ``vgt eval --compare-to`` found.
+    ``decoder``: a VGT-AE folder whose decoder replaces the embedded one (``replace_decoder``).
     """
     import torch
     from safetensors.torch import load_file
@@ -60,7 +96,14 @@ def export_demo_folder(src: str | Path, dest: str | Path, *, dtype: str = "bf16"
     if sampling:
         config["sampling"] = {**(config.get("sampling") or {}), **sampling}
     store = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
-    tensors = {k: v.to(store) if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}
+    tensors = load_file(str(weights))
+    if decoder is not None:
+        try:
+            tensors = replace_decoder(tensors, config, decoder)
+        except ValueError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    tensors = {k: v.to(store) if v.is_floating_point() else v for k, v in tensors.items()}
     save_converted(weights, tensors, config)
     try:
         stored_sampling(weights)  # a wrong order / acc_ratio / preset fails here, not when a user loads the model
