@@ -32,6 +32,9 @@ def test_every_stage_runs_and_records_its_time(smoke_run):
     assert set(modes.values()) == {oct(0o666 & ~umask)}, modes  # weights, EMA, cache: not safetensors' 0600
     info = json.loads((out / "vgt-demo" / "vgt_demo.json").read_text())
     assert info["name"] == "vgt-demo" and info["size"] == 224 and info["storage"] == "bf16"
+    assert info["ar"] == "ar_long" and info["decoder"]  # the continued AR, with the tuned decoder swapped in
+    resumed = [json.loads(x) for x in (out / "runs" / "ar_long" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in resumed] == [3, 4]  # continued from the ar run's step 2, not from scratch
 
 
 def test_a_second_run_skips_finished_stages(smoke_run):

@@ -221,7 +221,8 @@ def cmd_train(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("accelerate", "torch", "transformers", "diffusers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    cfg = RecipeConfig(Path(args.out), scenes=args.scenes, threads=args.threads, smoke=args.smoke, overrides=overrides)
+    cfg = RecipeConfig(Path(args.out), scenes=args.scenes, threads=args.threads, smoke=args.smoke, overrides=overrides,
+                       preset=args.preset)
     timings = Recipe(cfg).run(stages, progress=lambda stage, what: print(f"[{stage}] {what}", flush=True))
     print(f"\n{'stage':<12}{'wall s':>10}{'CPU s':>10}{'threads':>9}  load average (start -> end)")
     for name, t in timings["stages"].items():
@@ -260,6 +261,8 @@ def cmd_convergence(args) -> int:
 def add_commands(sub, model_args, sampling_args) -> None:
     """Register ``demo`` (world, check-detector) and ``eval`` on the ``vgt`` parser's subparsers; ``model_args`` and
     ``sampling_args`` add the options ``vgt generate`` takes (model files; cfg, steps, acc_ratio, order, ...)."""
+    from ..presets import PRESETS
+
     demo = sub.add_parser("demo", help="the small world of shapes: datasets, detector check")
     demo_sub = demo.add_subparsers(dest="demo_command", required=True)
 
@@ -289,6 +292,9 @@ def add_commands(sub, model_args, sampling_args) -> None:
     p.add_argument("--set", action="append", metavar="STAGE:KEY=VALUE",
                    help="override a stage's run config, e.g. ar:loop.max_steps=500 (repeatable)")
     p.add_argument("--smoke", action="store_true", help="tiny everything, two steps per stage (checks the wiring)")
+    p.add_argument("--preset", choices=list(PRESETS), help="the sampling preset the exported model records (what "
+                   "vgt generate / vgt eval / the sampler node's preset auto use; the shipped vgt-demo: the best one "
+                   "measured with vgt eval --compare-to)")
     p.set_defaults(func=cmd_train)
 
     p = demo_sub.add_parser("convergence", help="the same VGT-AR on VGT-AE latents and on the DC-AE's (VAE-based "

@@ -13,14 +13,17 @@ dcae        ``vgt train dcae``: a small DC-AE (the pixel decoder to start from) 
 ae1, ae2    ``vgt train ae``: VGT-AE stage 1 and stage 2 on the world VLM       ``ae1/``, ``ae2/`` (model folders)
 cache       ``vgt cache-latents``: the training images through the VGT-AE       ``cache/``
 ar          ``vgt train ar``: VGT-AR pretraining, LLM from the world VLM        ``ar/`` (model folder)
-export      the final model folder, half-precision weights                      ``vgt-demo/``
+ar_long     the ``ar`` run continued from its last state, a second cosine       ``ar_long/`` (model folder)
+decoder     ``vgt train ae``: the VGT-AE's decoder tuned, latents frozen        ``decoder/`` (model folder)
+export      the final model folder (``ar_long``, else ``ar``; ``decoder``'s     ``vgt-demo/``
+            pixel decoder when done), half-precision weights
 ==========  ==================================================================  =====================================
 
 The run configs are the YAML files next to this module (``recipe/*.yaml``); ``overrides`` adds ``key=value`` per
 stage. ``smoke=True`` shrinks everything (a 24-image world, tiny networks, two steps per stage) to check that every
 stage wires up. ``DIR/timings.json`` records each stage's wall time, process CPU time, thread count and the host's
-load average; ``DIR/recipe.log`` the log. Stages that do not depend on each other (``vlm`` and ``dcae``) can run side by
-side in two processes on the same ``DIR`` (e.g. ``--stages vlm --threads 1`` beside ``--stages dcae --threads 1`` on a
+load average; ``DIR/recipe.log`` the log. Stages that do not depend on each other (``vlm`` and ``dcae``; ``decoder``
+and ``cache`` / ``ar`` / ``ar_long``) can run side by side in two processes on the same ``DIR`` (e.g. ``--stages vlm --threads 1`` beside ``--stages dcae --threads 1`` on a
 2-core machine, faster than one after the other with 2 threads each: small ops do not scale across cores).
 """
 
@@ -39,7 +42,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 RECIPE_DIR = Path(__file__).resolve().parent / "recipe"
-STAGES = ("world", "tokenizer", "vlm", "dcae", "ae1", "ae2", "cache", "ar", "export")
+STAGES = ("world", "tokenizer", "vlm", "dcae", "ae1", "ae2", "cache", "ar", "ar_long", "decoder", "export")
 WORLD_SEED, HELDOUT_SEED = 0, 1
 
 
@@ -55,6 +58,7 @@ class RecipeConfig:
     smoke: bool = False  # tiny everything (tests)
     overrides: dict[str, list[str]] = field(default_factory=dict)  # stage -> ["key=value", ...]
     export_dtype: str = "bf16"  # storage of the final model folder
+    preset: str | None = None  # the sampling preset the final model records (measured with vgt eval --compare-to)
 
 
 # Smoke run: a few images, tiny networks, two optimizer steps per training stage.
@@ -79,6 +83,8 @@ SMOKE: dict[str, list[str]] = {
     "ae2": _STEPS + ["model.sample_images=1"],
     "ar": _STEPS + ["model.head_dim=16", "model.head_layers=1", "model.sample_prompts=[a red circle]",
                     "model.sample_steps=2"],
+    "ar_long": _STEPS + ["loop.max_steps=4", "model.head_dim=16", "model.head_layers=1"],
+    "decoder": _STEPS + ["model.sample_images=1"],
 }
 
 
@@ -113,6 +119,8 @@ class Recipe:
                  "dcae": [self.path("dcae") / "config.json"],
                  "ae1": [self.path("ae1") / "model.safetensors"], "ae2": [self.path("ae2") / "model.safetensors"],
                  "cache": [self.path("cache") / "index.json"], "ar": [self.path("ar") / "model.safetensors"],
+                 "ar_long": [self.path("ar_long") / "model.safetensors"],
+                 "decoder": [self.path("decoder") / "model.safetensors"],
                  "export": [self.path("vgt-demo") / "model.safetensors"]}
         return all(p.exists() for p in marks[stage])
 
@@ -252,8 +260,27 @@ class Recipe:
         exported = self.train("ar", "ar.yaml", "ar", self.ar_paths() + [f"data.latent_cache={self.path('cache')}"])
         self.publish(exported, "ar")
 
+    def stage_ar_long(self) -> None:
+        states = sorted((self.path("runs") / "ar" / "state").glob("step_*"))
+        if not states:
+            raise FileNotFoundError(f"stage ar_long continues the ar stage's run: no saved state in "
+                                    f"{self.path('runs') / 'ar' / 'state'} (run the ar stage first)")
+        step = int(states[-1].name.split("_")[-1])
+        exported = self.train("ar_long", "ar_continue.yaml", "ar", self.ar_paths() + [
+            f"data.latent_cache={self.path('cache')}", f"loop.resume={states[-1]}", f"optim.main.start_step={step}"])
+        self.publish(exported, "ar_long")
+
+    def stage_decoder(self) -> None:
+        exported = self.train("decoder", "ae_decoder.yaml", "ae", [
+            f"model.checkpoint={self.path('ae2')}", f"data.source=[{self.manifest}]"])
+        self.publish(exported, "decoder")
+
     def stage_export(self) -> None:
         from .model_folder import export_demo_folder
 
-        export_demo_folder(self.path("ar"), self.path("vgt-demo"), dtype=self.cfg.export_dtype,
-                           info={"recipe": "vgt demo train", "timings": self._read_timings().get("stages", {})})
+        src = self.path("ar_long") if self.done("ar_long") else self.path("ar")
+        decoder = self.path("decoder") if self.done("decoder") else None
+        export_demo_folder(src, self.path("vgt-demo"), dtype=self.cfg.export_dtype, decoder=decoder,
+                           sampling={"preset": self.cfg.preset} if self.cfg.preset else None,
+                           info={"recipe": "vgt demo train", "ar": src.name, "decoder": bool(decoder),
+                                 "timings": self._read_timings().get("stages", {})})
