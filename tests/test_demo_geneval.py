@@ -179,6 +179,8 @@ def test_eval_scores_the_users_prompts(tmp_path, capsys):
     result = json.loads((out / "results.json").read_text())
     assert result["per_category"] == {"custom": {"correct": 4, "total": 4, "accuracy": 1.0}}
     assert result["settings"]["prompts"] == ["two red circles left of a blue square", "three stars"]
+    with Image.open(out / "grid.png") as grid:
+        assert grid.size == (4 * 224, 224 + 30)  # every sample of a user's prompts, not one per prompt
     assert main(["eval", "--generator", "oracle", "--prompt", "a red dog", "--out", str(out)]) == 2
     assert "cannot read 'a red dog'" in capsys.readouterr().err
 

@@ -97,7 +97,8 @@ def cmd_eval(args) -> int:
     bar = tqdm(total=len(specs) * args.images_per_prompt, desc="eval", unit="img")
     t0 = time.perf_counter()
     report = evaluate(generator, specs, images_per_prompt=args.images_per_prompt, batch_size=args.batch_size,
-                      seed=args.seed, progress=lambda done, total: bar.update(done - bar.n))
+                      seed=args.seed, progress=lambda done, total: bar.update(done - bar.n),
+                      keep_images=args.images_per_prompt if args.prompt else 1)  # a user's prompts: every sample
     bar.close()
     seconds = time.perf_counter() - t0
     print(f"\n{'category':<16}{'accuracy':>10}{'correct':>10}{'total':>8}")

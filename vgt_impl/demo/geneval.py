@@ -296,8 +296,9 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 def evaluate(generator: Generator, specs: Sequence[PromptSpec], *, images_per_prompt: int = 4, batch_size: int = 8,
-             seed: int = 0, progress: Callable[[int, int], None] | None = None) -> EvalReport:
-    """Generate ``images_per_prompt`` images per prompt (sample k of prompt i gets seed ``seed + i*n + k``), score each."""
+             seed: int = 0, progress: Callable[[int, int], None] | None = None, keep_images: int = 1) -> EvalReport:
+    """Generate ``images_per_prompt`` images per prompt (sample k of prompt i gets seed ``seed + i*n + k``), score each;
+    the first ``keep_images`` images of each prompt stay in the report (for the grid)."""
     if images_per_prompt < 1 or batch_size < 1:
         raise ValueError(f"images_per_prompt={images_per_prompt} and batch_size={batch_size} must be >= 1")
     jobs = [(i, k) for i in range(len(specs)) for k in range(images_per_prompt)]
@@ -311,7 +312,8 @@ def evaluate(generator: Generator, specs: Sequence[PromptSpec], *, images_per_pr
         for (i, k), s, img in zip(batch, seeds, images):
             dets = detect(img)
             ok, why = score(specs[i], dets)
-            samples.append(SampleResult(i, specs[i].tag, specs[i].prompt, s, ok, why, dets, img if k == 0 else None))
+            samples.append(SampleResult(i, specs[i].tag, specs[i].prompt, s, ok, why, dets,
+                                        img if k < keep_images else None))
         if progress is not None:
             progress(min(start + batch_size, len(jobs)), len(jobs))
     return EvalReport(samples)
