@@ -23,8 +23,9 @@ The run configs are the YAML files next to this module (``recipe/*.yaml``); ``ov
 stage. ``smoke=True`` shrinks everything (a 24-image world, tiny networks, two steps per stage) to check that every
 stage wires up. ``DIR/timings.json`` records each stage's wall time, process CPU time, thread count and the host's
 load average; ``DIR/recipe.log`` the log. Stages that do not depend on each other (``vlm`` and ``dcae``; ``decoder``
-and ``cache`` / ``ar`` / ``ar_long``) can run side by side in two processes on the same ``DIR`` (e.g. ``--stages vlm --threads 1`` beside ``--stages dcae --threads 1`` on a
-2-core machine, faster than one after the other with 2 threads each: small ops do not scale across cores).
+and ``cache`` / ``ar`` / ``ar_long``) can run side by side in two processes on the same ``DIR`` (e.g. ``--stages vlm
+--threads 1`` beside ``--stages dcae --threads 1`` on a 2-core machine, faster than one after the other with 2 threads
+each: small ops do not scale across cores).
 """
 
 from __future__ import annotations
